@@ -1,0 +1,119 @@
+"""The artifact contract (DESIGN §3.1): one definition of the manifest, shared by exporter and server.
+
+An artifact is a directory holding `policy.onnx` (the fused K-step sampler) and `manifest.json`. Loading
+verifies every file's sha256 before anything can serve; no pickle is ever read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+POLICY_FILE = "policy.onnx"
+
+
+class ArtifactError(RuntimeError):
+    """An artifact is missing, malformed or does not match its manifest."""
+
+
+class FileEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size: int = Field(ge=0)
+
+
+class SolverSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["euler", "midpoint", "dpm-solver-2", "ddim"] = "euler"
+    steps: int = Field(ge=1, le=1000)
+
+
+class Manifest(BaseModel):
+    """Everything a server or a person needs to trust and run a policy without the training code."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int = SCHEMA_VERSION
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    obs_dim: int = Field(ge=1)
+    act_dim: int = Field(ge=1)
+    action_low: list[float]
+    action_high: list[float]
+    variant: Literal["qipo-ot", "qipo-diff", "bc"] = "qipo-ot"
+    solver: SolverSpec
+    opset: int
+    files: dict[str, FileEntry]
+    dataset: dict[str, Any] = Field(default_factory=dict)
+    training_config: dict[str, Any] = Field(default_factory=dict)
+    scores: dict[str, Any] = Field(default_factory=dict)
+    export_parity_max_abs_err: float | None = None
+    created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat())
+    git_commit: str | None = None
+
+    @model_validator(mode="after")
+    def _check_bounds(self) -> Manifest:
+        if len(self.action_low) != self.act_dim or len(self.action_high) != self.act_dim:
+            raise ValueError(f"action_low/high must have act_dim={self.act_dim} entries")
+        if any(lo >= hi for lo, hi in zip(self.action_low, self.action_high, strict=True)):
+            raise ValueError("every action_low must be below its action_high")
+        if POLICY_FILE not in self.files:
+            raise ValueError(f"files must list {POLICY_FILE}")
+        return self
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def file_entry(path: Path) -> FileEntry:
+    return FileEntry(sha256=sha256_file(path), size=path.stat().st_size)
+
+
+def write_manifest(directory: Path, manifest: Manifest) -> Path:
+    path = directory / MANIFEST_NAME
+    path.write_text(json.dumps(manifest.model_dump(mode="json"), indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def read_manifest(directory: Path) -> Manifest:
+    path = directory / MANIFEST_NAME
+    if not path.is_file():
+        raise ArtifactError(f"{path} not found: an artifact directory needs a manifest (run `qipo export`)")
+    try:
+        return Manifest.model_validate_json(path.read_bytes())
+    except ValueError as exc:
+        raise ArtifactError(f"{path} is not a valid manifest: {exc}") from exc
+
+
+def verify_artifact(directory: Path) -> Manifest:
+    """Read the manifest and check every listed file's size and sha256; raise ArtifactError on mismatch."""
+    manifest = read_manifest(directory)
+    for name, entry in manifest.files.items():
+        path = directory / name
+        if not path.is_file():
+            raise ArtifactError(f"artifact file {path} is missing; re-export or re-pull the version")
+        size = path.stat().st_size
+        if size != entry.size:
+            raise ArtifactError(f"{path} has {size} bytes, manifest says {entry.size}: artifact corrupted")
+        digest = sha256_file(path)
+        if digest != entry.sha256:
+            raise ArtifactError(
+                f"{path} sha256 {digest[:12]}… does not match manifest {entry.sha256[:12]}…: artifact "
+                "corrupted or tampered with; re-pull it from the registry"
+            )
+    return manifest

@@ -1,0 +1,126 @@
+"""The registry interface (DESIGN §3.2): immutable numbered versions per model name, mutable aliases."""
+
+from __future__ import annotations
+
+import abc
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from service.artifact import Manifest
+
+ALIAS_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+
+
+class RegistryError(RuntimeError):
+    """A registry operation was refused; the message says why and what to do."""
+
+
+class NotFoundError(RegistryError):
+    """The model, version or alias does not exist."""
+
+
+class ConflictError(RegistryError):
+    """A compare-and-set lost a race or a version would be overwritten."""
+
+
+def utcnow() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+class ModelVersion(BaseModel):
+    name: str
+    version: int = Field(ge=1)
+    manifest: Manifest
+    published_at: str
+
+
+class AliasMove(BaseModel):
+    name: str
+    alias: str
+    from_version: int | None
+    to_version: int | None
+    at: str = Field(default_factory=utcnow)
+    reason: str = ""
+
+
+def check_alias(alias: str) -> str:
+    if not ALIAS_PATTERN.match(alias) or alias.isdigit():
+        raise RegistryError(
+            f"alias {alias!r} is invalid: use a letter then letters, digits, '-' or '_' (max 64 chars)"
+        )
+    return alias
+
+
+class Registry(abc.ABC):
+    """One interface for every backend, so the CLI and the server never care where versions live."""
+
+    @abc.abstractmethod
+    def publish(self, artifact_dir: Path) -> ModelVersion:
+        """Verify the artifact, store it as the next version of `manifest.name`, atomically."""
+
+    @abc.abstractmethod
+    def models(self) -> list[str]: ...
+
+    @abc.abstractmethod
+    def versions(self, name: str) -> list[ModelVersion]: ...
+
+    @abc.abstractmethod
+    def get(self, name: str, version: int) -> ModelVersion: ...
+
+    @abc.abstractmethod
+    def aliases(self, name: str) -> dict[str, int]: ...
+
+    @abc.abstractmethod
+    def set_alias(
+        self, name: str, alias: str, version: int | None, *, expected: int | None = None, reason: str = ""
+    ) -> AliasMove:
+        """Point `alias` at `version` if it currently points at `expected` (compare-and-set).
+
+        `expected=None` means "whatever it points at now" is not checked; use `promote` for a checked move.
+        """
+
+    @abc.abstractmethod
+    def history(self, name: str, alias: str | None = None) -> list[AliasMove]: ...
+
+    @abc.abstractmethod
+    def pull(self, name: str, version: int, dest: Path) -> Path:
+        """Copy a version's files into `dest` and verify every sha256; return the artifact directory."""
+
+    @abc.abstractmethod
+    def generation(self) -> int:
+        """A counter bumped by every alias move, so followers can poll for change cheaply."""
+
+    def resolve(self, name: str, ref: str | int) -> int:
+        """A version number, or an alias name, to a version number."""
+        if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+            version = int(ref)
+            self.get(name, version)
+            return version
+        aliases = self.aliases(name)
+        if ref not in aliases:
+            known = ", ".join(sorted(aliases)) or "none"
+            raise NotFoundError(f"model {name!r} has no alias {ref!r} (aliases: {known}); promote one first")
+        return aliases[ref]
+
+    def promote(self, name: str, alias: str, ref: str | int, reason: str = "promote") -> AliasMove:
+        """Move `alias` to `ref` atomically against the value read just before (fails on a race)."""
+        target = self.resolve(name, ref)
+        current = self.aliases(name).get(alias)
+        return self.set_alias(name, alias, target, expected=current, reason=reason)
+
+    def rollback(self, name: str, alias: str) -> AliasMove:
+        """Point `alias` back at the version it pointed to before its last move."""
+        moves = self.history(name, alias)
+        if not moves or moves[-1].from_version is None:
+            raise RegistryError(f"alias {alias!r} of {name!r} has no earlier version to roll back to")
+        last = moves[-1]
+        return self.set_alias(name, alias, last.from_version, expected=last.to_version, reason="rollback")
+
+    def latest(self, name: str) -> int:
+        versions = self.versions(name)
+        if not versions:
+            raise NotFoundError(f"model {name!r} has no versions; publish one with `qipo registry publish`")
+        return versions[-1].version

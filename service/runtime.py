@@ -1,0 +1,99 @@
+"""ONNX Runtime session for one verified artifact: the only place the server touches onnxruntime."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from service.artifact import POLICY_FILE, ArtifactError, Manifest, verify_artifact
+
+log = logging.getLogger(__name__)
+
+
+def choose_providers() -> list[str]:
+    """CUDA when this onnxruntime build and machine offer it, else CPU."""
+    available = ort.get_available_providers()
+    if "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+@dataclass
+class OnnxPolicy:
+    """A loaded fused sampler: `act(state[B,S], noise[B,A]) -> action[B,A]` in env units."""
+
+    manifest: Manifest
+    session: ort.InferenceSession
+    low: np.ndarray
+    high: np.ndarray
+    load_seconds: float
+
+    @classmethod
+    def load(cls, artifact_dir: Path, intra_threads: int = 1, inter_threads: int = 1) -> OnnxPolicy:
+        start = time.perf_counter()
+        manifest = verify_artifact(artifact_dir)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = intra_threads
+        options.inter_op_num_threads = inter_threads
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            session = ort.InferenceSession(
+                str(artifact_dir / POLICY_FILE), sess_options=options, providers=choose_providers()
+            )
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+            raise ArtifactError(f"onnxruntime cannot load {artifact_dir / POLICY_FILE}: {exc}") from exc
+        _check_signature(session, manifest)
+        policy = cls(
+            manifest=manifest,
+            session=session,
+            low=np.asarray(manifest.action_low, dtype=np.float32),
+            high=np.asarray(manifest.action_high, dtype=np.float32),
+            load_seconds=0.0,
+        )
+        policy.load_seconds = time.perf_counter() - start
+        return policy
+
+    @property
+    def obs_dim(self) -> int:
+        return self.manifest.obs_dim
+
+    @property
+    def act_dim(self) -> int:
+        return self.manifest.act_dim
+
+    def act(self, state: np.ndarray, noise: np.ndarray) -> np.ndarray:
+        (action,) = self.session.run(["action"], {"state": state, "noise": noise})
+        return np.asarray(action, dtype=np.float32)
+
+    def warmup(self, batches: int, sizes: tuple[int, ...] = (1, 8, 64)) -> None:
+        """Run a few batches so the first robot does not pay for lazy allocation."""
+        rng = np.random.default_rng(0)
+        for _ in range(batches):
+            for size in sizes:
+                state = rng.standard_normal((size, self.obs_dim), dtype=np.float32)
+                noise = rng.standard_normal((size, self.act_dim), dtype=np.float32)
+                action = self.act(state, noise)
+                if action.shape != (size, self.act_dim) or not np.isfinite(action).all():
+                    raise ArtifactError(f"warm-up produced a bad action of shape {action.shape}")
+
+
+def _check_signature(session: ort.InferenceSession, manifest: Manifest) -> None:
+    inputs = {i.name: i for i in session.get_inputs()}
+    outputs = {o.name: o for o in session.get_outputs()}
+    expected = {"state": manifest.obs_dim, "noise": manifest.act_dim}
+    for name, dim in expected.items():
+        if name not in inputs:
+            raise ArtifactError(f"policy.onnx has no input {name!r} (has {sorted(inputs)}); re-export it")
+        shape = inputs[name].shape
+        if len(shape) != 2 or shape[1] != dim:
+            raise ArtifactError(f"policy.onnx input {name!r} has shape {shape}, manifest needs [B, {dim}]")
+    if "action" not in outputs:
+        raise ArtifactError(f"policy.onnx has no output 'action' (has {sorted(outputs)}); re-export it")
+    out_shape = outputs["action"].shape
+    if len(out_shape) != 2 or out_shape[1] != manifest.act_dim:
+        raise ArtifactError(f"policy.onnx output has shape {out_shape}, manifest needs [B, {manifest.act_dim}]")

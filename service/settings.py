@@ -1,0 +1,29 @@
+"""The server's one settings object (env prefix `QIPO_`, documented in the README's settings table)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServeSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="QIPO_", env_file=".env", extra="ignore")
+
+    registry: str = Field("./registry", description="Registry: a directory path or redis://host:port/db")
+    registry_prefix: str = Field("qipo", description="Key prefix in Redis (ignored for directories)")
+    model_name: str = Field("pendulum-qipo", description="Model name to serve")
+    model_ref: str = Field("production", description="Alias or version number to serve")
+    cache_dir: Path = Field(Path("./.qipo-cache"), description="Where pulled artifacts are kept")
+    host: str = Field("127.0.0.1", description="Bind address")
+    port: int = Field(8000, ge=0, le=65535, description="Bind port")
+    ort_intra_threads: int = Field(1, ge=1, description="ONNX Runtime intra-op threads (1 is fastest here)")
+    ort_inter_threads: int = Field(1, ge=1, description="ONNX Runtime inter-op threads")
+    max_body_bytes: int = Field(1 << 20, ge=1024, description="Largest accepted request body (413 above)")
+    max_batch_rows: int = Field(1024, ge=1, description="Largest `states` batch in one request")
+    max_batch_size: int = Field(256, ge=1, description="Micro-batcher: most rows in one ONNX call")
+    warmup_batches: int = Field(3, ge=0, description="Batches run on a new model before it serves")
+    admin_token: SecretStr | None = Field(None, description="Bearer token for admin routes (unset: disabled)")
+    log_level: str = Field("info", description="Log level")
+    seed: int = Field(0, description="Seed of the server's noise generator (requests may pass their own)")

@@ -1,0 +1,1 @@
+"""QIPO training: datasets, energy-weighted flow matching, critic, policy improvement, export."""

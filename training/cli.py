@@ -1,0 +1,262 @@
+"""Training subcommands of `qipo` (registered through the `qipo.commands` entry-point group)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+data_app = typer.Typer(help="Make and inspect offline datasets.", no_args_is_help=True)
+
+
+def fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(1)
+
+
+def set_threads(threads: int | None) -> None:
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+
+
+@data_app.command("make")
+def data_make(
+    env: Annotated[str, typer.Argument(help="pendulum")] = "pendulum",
+    out: Annotated[Path, typer.Option(help="Root directory of the Minari datasets")] = Path("data"),
+    kinds: Annotated[str, typer.Option(help="Comma-separated: expert,medium,random,mixed")] = "expert,medium,random,mixed",
+    episodes: Annotated[int, typer.Option(min=1, help="Episodes per dataset (200 steps each)")] = 100,
+    seed: int = 0,
+) -> None:
+    """Generate datasets locally as Minari datasets (`<out>/<env>/<kind>-v0`)."""
+    if env != "pendulum":
+        raise fail(f"unknown env {env!r}: this build makes `pendulum` datasets")
+    from training.data.pendulum import make_pendulum_datasets
+
+    wanted = tuple(k.strip() for k in kinds.split(",") if k.strip())
+    try:
+        paths = make_pendulum_datasets(out, wanted, episodes, seed)
+    except ValueError as exc:
+        raise fail(str(exc)) from exc
+    for kind, path in paths.items():
+        console.print(f"{kind:>7}: {path}")
+
+
+@data_app.command("inspect")
+def data_inspect(path: Path) -> None:
+    """Validate a dataset (Minari dir, .hdf5, .npz) and print its summary."""
+    from training.data import DatasetError, load_dataset
+
+    try:
+        ds = load_dataset(path)
+    except DatasetError as exc:
+        raise fail(str(exc)) from exc
+    typer.echo(json.dumps(ds.describe(), indent=2))
+
+
+def train_command(
+    dataset: Annotated[Path, typer.Argument(help="Minari dataset dir, .hdf5 or .npz")],
+    out: Annotated[Path, typer.Option(help="Run directory (checkpoint, metrics.jsonl, eval.json)")],
+    config: Annotated[Path | None, typer.Option(help="JSON file with QIPOConfig fields")] = None,
+    algo: Annotated[str | None, typer.Option(help="qipo | bc")] = None,
+    variant: Annotated[str | None, typer.Option(help="qipo-ot | qipo-diff")] = None,
+    behavior_steps: Annotated[int | None, typer.Option(help="K1")] = None,
+    critic_steps: Annotated[int | None, typer.Option(help="K2")] = None,
+    improve_steps: Annotated[int | None, typer.Option(help="K3")] = None,
+    beta: float | None = None,
+    support_size: Annotated[int | None, typer.Option(help="M")] = None,
+    renew_every: Annotated[int | None, typer.Option(help="K_renew")] = None,
+    batch_size: int | None = None,
+    seed: int | None = None,
+    behavior_from: Annotated[Path | None, typer.Option(help="Reuse this run's behaviour policy")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its checkpoint")] = False,
+    eval_episodes: Annotated[int, typer.Option(help="Episodes evaluated at the end (0: skip)")] = 10,
+    threads: Annotated[int | None, typer.Option(help="torch threads")] = None,
+    checkpoint_every: Annotated[int, typer.Option(help="Save a checkpoint every N steps")] = 2000,
+) -> None:
+    """Train a QIPO (or BC) flow policy offline."""
+    from training.config import QIPOConfig
+    from training.data import DatasetError, load_dataset
+    from training.qipo import QIPOTrainer, load_checkpoint
+
+    set_threads(threads)
+    overrides: dict[str, Any] = {
+        k: v
+        for k, v in dict(
+            algo=algo,
+            variant=variant,
+            behavior_steps=behavior_steps,
+            critic_steps=critic_steps,
+            improve_steps=improve_steps,
+            beta=beta,
+            support_size=support_size,
+            renew_every=renew_every,
+            batch_size=batch_size,
+            seed=seed,
+        ).items()
+        if v is not None
+    }
+    try:
+        base = json.loads(config.read_text()) if config else {}
+        cfg = QIPOConfig.model_validate(base | overrides)
+    except (OSError, ValueError) as exc:
+        raise fail(f"bad config: {exc}") from exc
+    try:
+        ds = load_dataset(dataset)
+    except DatasetError as exc:
+        raise fail(str(exc)) from exc
+    trainer = QIPOTrainer(ds, cfg)
+    if resume:
+        try:
+            trainer.load_state_dict(load_checkpoint(out))
+        except (FileNotFoundError, ValueError) as exc:
+            raise fail(str(exc)) from exc
+    elif behavior_from is not None:
+        try:
+            trainer.load_behavior(behavior_from)
+        except (FileNotFoundError, ValueError) as exc:
+            raise fail(str(exc)) from exc
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "dataset.json").write_text(json.dumps(ds.describe() | {"path": str(dataset)}, indent=2))
+    metrics_file = (out / "metrics.jsonl").open("a" if resume else "w")
+
+    def on_log(record: dict[str, Any]) -> None:
+        metrics_file.write(json.dumps(record) + "\n")
+        metrics_file.flush()
+
+    def on_step(step: int) -> None:
+        if step % checkpoint_every == 0:
+            trainer.save(out)
+
+    trainer.fit(on_log=on_log, on_step=on_step)
+    metrics_file.close()
+    trainer.save(out)
+    _plot_curves(out)
+    if eval_episodes > 0 and ds.env_id:
+        from training.eval import evaluate
+
+        result = evaluate(trainer.policy().act_numpy, ds.env_id, eval_episodes, seed=cfg.seed + 10_000)
+        (out / "eval.json").write_text(json.dumps(result, indent=2))
+        console.print(f"[bold]{cfg.algo}[/] {ds.name}: return {result['mean_return']:.1f} ± {result['std_return']:.1f}")
+    console.print(f"run saved in {out}")
+
+
+def _plot_curves(run_dir: Path) -> None:
+    """metrics.jsonl → learning_curves.png, one panel per phase."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
+    phases = [p for p in ("behavior", "critic", "improve") if any(r["phase"] == p for r in rows)]
+    if not phases:
+        return
+    fig, axes = plt.subplots(1, len(phases), figsize=(4 * len(phases), 3), squeeze=False)
+    for ax, phase in zip(axes[0], phases, strict=True):
+        pts = [(r["step"], r["loss"]) for r in rows if r["phase"] == phase]
+        ax.plot(*zip(*pts, strict=True))
+        ax.set_title(phase)
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss")
+        ax.set_yscale("log" if all(p[1] > 0 for p in pts) else "linear")
+    fig.tight_layout()
+    fig.savefig(run_dir / "learning_curves.png", dpi=100)
+    plt.close(fig)
+
+
+def _act_fn_for(path: Path) -> tuple[Any, str]:
+    """A run directory (torch checkpoint) or an artifact directory (ONNX) → (act_fn, label)."""
+    if (path / "manifest.json").exists():
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(path / "policy.onnx"), providers=["CPUExecutionProvider"])
+
+        def act(state: np.ndarray, noise: np.ndarray) -> np.ndarray:
+            return np.asarray(session.run(["action"], {"state": state, "noise": noise})[0])
+
+        return act, f"{path.name} (onnx)"
+    from training.qipo import policy_from_checkpoint
+
+    policy, cfg, _ = policy_from_checkpoint(path)
+    return policy.act_numpy, f"{path.name} ({cfg.algo})"
+
+
+def eval_command(
+    runs: Annotated[list[Path], typer.Argument(help="Run directories or exported artifact directories")],
+    env: Annotated[str, typer.Option(help="gymnasium env id")] = "Pendulum-v1",
+    episodes: Annotated[int, typer.Option(min=1)] = 10,
+    seed: int = 10_000,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the results here")] = None,
+) -> None:
+    """Evaluate policies in gymnasium with fixed seeds and print them side by side."""
+    from training.eval import evaluate
+
+    table = Table("policy", "mean return", "std", "normalised (own refs)", "episodes")
+    results = {}
+    for path in runs:
+        try:
+            act, label = _act_fn_for(path)
+        except (FileNotFoundError, ValueError) as exc:
+            raise fail(str(exc)) from exc
+        res = evaluate(act, env, episodes, seed)
+        results[str(path)] = res
+        score = res["normalized_score"]
+        table.add_row(
+            label,
+            f"{res['mean_return']:.1f}",
+            f"{res['std_return']:.1f}",
+            "" if score is None else f"{score:.1f}",
+            str(episodes),
+        )
+    console.print(table)
+    if json_out:
+        json_out.write_text(json.dumps(results, indent=2))
+
+
+def export_command(
+    run: Annotated[Path, typer.Argument(help="Run directory written by `qipo train`")],
+    out: Annotated[Path, typer.Option(help="Artifact directory to write")],
+    name: Annotated[str, typer.Option(help="Model name in the registry")] = "pendulum-qipo",
+) -> None:
+    """Export the K-step sampler to ONNX with a manifest (parity-checked against torch)."""
+    from training.export import ExportError, export_artifact
+    from training.qipo import policy_from_checkpoint
+
+    try:
+        policy, cfg, _ = policy_from_checkpoint(run)
+    except (FileNotFoundError, ValueError) as exc:
+        raise fail(str(exc)) from exc
+    dataset = json.loads((run / "dataset.json").read_text()) if (run / "dataset.json").exists() else {}
+    scores = json.loads((run / "eval.json").read_text()) if (run / "eval.json").exists() else {}
+    variant = "bc" if cfg.algo == "bc" else cfg.variant
+    try:
+        manifest = export_artifact(
+            policy,
+            out,
+            name=name,
+            variant=variant,
+            training_config=cfg.model_dump(mode="json"),
+            dataset=dataset,
+            scores=scores,
+        )
+    except ExportError as exc:
+        raise fail(str(exc)) from exc
+    console.print(
+        f"exported {manifest.name} to {out} (parity {manifest.export_parity_max_abs_err:.1e}, "
+        f"sha256 {manifest.files['policy.onnx'].sha256[:12]}…)"
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    logging.basicConfig(level=logging.INFO)
+    sys.exit(0)

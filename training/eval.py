@@ -1,0 +1,81 @@
+"""Closed-loop evaluation in gymnasium: episodes in lock-step, one batched policy call per step.
+
+Noise is drawn per (episode, step) from `step_seed`, the same seed a robot would send to `/act`, so an
+evaluation through the server can reproduce an in-process one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from training.data import pendulum
+
+ActFn = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (states [B,S], noise [B,A]) -> actions [B,A]
+
+# Our own reference returns per env (random, expert), for a 0–100 normalised score.
+OWN_REFS: dict[str, tuple[float, float]] = {pendulum.ENV_ID: (pendulum.REF_RANDOM, pendulum.REF_EXPERT)}
+
+
+def step_seed(seed: int, episode: int, step: int) -> int:
+    return ((seed * 1_000_003 + episode) * 100_003 + step) % (2**63)
+
+
+def step_noise(seed: int, episodes: list[int], step: int, act_dim: int) -> np.ndarray:
+    rows = [
+        np.random.default_rng(step_seed(seed, ep, step)).standard_normal((1, act_dim), dtype=np.float32)
+        for ep in episodes
+    ]
+    return np.concatenate(rows, axis=0)
+
+
+def normalized_score(env_id: str, ret: float) -> float | None:
+    refs = OWN_REFS.get(env_id)
+    if refs is None:
+        return None
+    low, high = refs
+    return 100.0 * (ret - low) / (high - low)
+
+
+def evaluate(
+    act: ActFn, env_id: str, episodes: int = 10, seed: int = 0, progress: bool = True
+) -> dict[str, Any]:
+    """Run `episodes` episodes with env seeds seed..seed+episodes-1; returns mean/std return and score."""
+    import gymnasium as gym
+
+    envs = [gym.make(env_id) for _ in range(episodes)]
+    obs = [env.reset(seed=seed + i)[0] for i, env in enumerate(envs)]
+    act_dim = int(np.prod(envs[0].action_space.shape or (1,)))
+    returns = np.zeros(episodes)
+    active = list(range(episodes))
+    step = 0
+    bar = tqdm(desc=f"eval {env_id}", unit="step", disable=not progress, leave=False)
+    while active:
+        states = np.stack([obs[i] for i in active]).astype(np.float32)
+        actions = act(states, step_noise(seed, active, step, act_dim))
+        still = []
+        for row, i in enumerate(active):
+            obs[i], reward, terminated, truncated, _ = envs[i].step(actions[row])
+            returns[i] += float(reward)
+            if not (terminated or truncated):
+                still.append(i)
+        active = still
+        step += 1
+        bar.update(1)
+    bar.close()
+    for env in envs:
+        env.close()
+    mean = float(returns.mean())
+    return {
+        "env_id": env_id,
+        "episodes": episodes,
+        "seed": seed,
+        "mean_return": mean,
+        "std_return": float(returns.std()),
+        "returns": returns.round(3).tolist(),
+        "normalized_score": normalized_score(env_id, mean),
+        "normalized_score_refs": "own (scripted random / expert)" if env_id in OWN_REFS else None,
+    }

@@ -1,0 +1,107 @@
+"""Export the whole K-step sampler as one ONNX graph plus a manifest (DESIGN §3.1).
+
+Inputs `state` [B, S] (raw) and `noise` [B, A]; output `action` [B, A] in env units. Normalisation, the
+unrolled solver steps and action scaling/clipping are inside the graph. Export is refused unless ONNX
+Runtime matches torch within `atol` at batch 1, 7 and 256.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from service.artifact import POLICY_FILE, Manifest, SolverSpec, file_entry, write_manifest
+from training.policy import FlowPolicy
+
+OPSET = 17
+PARITY_BATCHES = (1, 7, 256)
+
+
+class ExportError(RuntimeError):
+    pass
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=False)
+    except OSError:
+        return None
+    return out.stdout.strip() or None
+
+
+def export_onnx(policy: FlowPolicy, path: Path) -> Path:
+    obs_dim = int(policy.normalizer.obs_mean.shape[0])
+    act_dim = int(policy.normalizer.act_low.shape[0])
+    example = (torch.zeros(2, obs_dim), torch.zeros(2, act_dim))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            policy.eval(),
+            example,
+            str(path),
+            input_names=["state", "noise"],
+            output_names=["action"],
+            dynamic_axes={"state": {0: "batch"}, "noise": {0: "batch"}, "action": {0: "batch"}},
+            opset_version=OPSET,
+            dynamo=False,
+        )
+    return path
+
+
+def parity_error(policy: FlowPolicy, onnx_path: Path, batches: tuple[int, ...] = PARITY_BATCHES) -> float:
+    """Max |onnx − torch| over random raw states (dataset scale) and noise at several batch sizes."""
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    norm = policy.normalizer
+    rng = np.random.default_rng(123)
+    worst = 0.0
+    for b in batches:
+        z = rng.standard_normal((b, norm.obs_mean.shape[0])).astype(np.float32)
+        state = (z * norm.obs_std.numpy() + norm.obs_mean.numpy()).astype(np.float32)
+        noise = rng.standard_normal((b, norm.act_low.shape[0])).astype(np.float32)
+        (onnx_out,) = session.run(["action"], {"state": state, "noise": noise})
+        torch_out = policy.act_numpy(state, noise)
+        worst = max(worst, float(np.abs(onnx_out - torch_out).max()))
+    return worst
+
+
+def export_artifact(
+    policy: FlowPolicy,
+    out_dir: Path,
+    *,
+    name: str,
+    variant: str,
+    training_config: dict[str, Any],
+    dataset: dict[str, Any],
+    scores: dict[str, Any],
+    atol: float = 1e-5,
+) -> Manifest:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    onnx_path = export_onnx(policy, out_dir / POLICY_FILE)
+    err = parity_error(policy, onnx_path)
+    if err > atol:
+        raise ExportError(f"ONNX output differs from torch by {err:.2e} > atol {atol:.0e}; not exported")
+    norm = policy.normalizer
+    manifest = Manifest(
+        name=name,
+        obs_dim=int(norm.obs_mean.shape[0]),
+        act_dim=int(norm.act_low.shape[0]),
+        action_low=norm.act_low.tolist(),
+        action_high=norm.act_high.tolist(),
+        variant=variant,  # type: ignore[arg-type]
+        solver=SolverSpec(kind="euler", steps=policy.steps),
+        opset=OPSET,
+        files={POLICY_FILE: file_entry(onnx_path)},
+        dataset=dataset,
+        training_config=training_config,
+        scores=scores,
+        export_parity_max_abs_err=err,
+        git_commit=_git_commit(),
+    )
+    write_manifest(out_dir, manifest)
+    return manifest

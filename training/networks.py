@@ -1,0 +1,78 @@
+"""QGPO-style networks: Gaussian Fourier time features, a state embedding and residual blocks.
+
+SiLU everywhere: ONNX Runtime's CPU Softplus kernel (used by a default Mish export) is slow (DESIGN §3.3a).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+
+class GaussianFourierTime(nn.Module):
+    def __init__(self, dim: int = 32, scale: float = 16.0) -> None:
+        super().__init__()
+        self.register_buffer("freqs", torch.randn(dim // 2) * scale, persistent=True)
+
+    def forward(self, t: Tensor) -> Tensor:
+        angles = 2 * math.pi * t.reshape(-1, 1) * self.freqs
+        return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(width)
+        self.fc1 = nn.Linear(width, width * 2)
+        self.fc2 = nn.Linear(width * 2, width)
+
+    def forward(self, h: Tensor) -> Tensor:
+        return h + self.fc2(nn.functional.silu(self.fc1(self.norm(h))))
+
+
+class VelocityNet(nn.Module):
+    """v_θ(x, t; s): x the (normalised) action being transported, t the flow time, s the normalised state."""
+
+    def __init__(
+        self, obs_dim: int, act_dim: int, hidden: int = 256, blocks: int = 2, time_dim: int = 32
+    ) -> None:
+        super().__init__()
+        self.time = nn.Sequential(GaussianFourierTime(time_dim), nn.Linear(time_dim, hidden), nn.SiLU())
+        self.state = nn.Sequential(nn.Linear(obs_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+        self.inp = nn.Linear(act_dim + 2 * hidden, hidden)
+        self.blocks = nn.Sequential(*[ResidualBlock(hidden) for _ in range(blocks)])
+        self.out = nn.Sequential(nn.LayerNorm(hidden), nn.SiLU(), nn.Linear(hidden, act_dim))
+
+    def forward(self, x: Tensor, t: Tensor, s: Tensor) -> Tensor:
+        temb = self.time(t).expand(x.shape[0], -1)
+        h = self.inp(torch.cat([x, temb, self.state(s)], dim=-1))
+        return self.out(self.blocks(h))
+
+
+def mlp(inp: int, hidden: int, layers: int, out: int) -> nn.Sequential:
+    mods: list[nn.Module] = []
+    width = inp
+    for _ in range(layers):
+        mods += [nn.Linear(width, hidden), nn.SiLU()]
+        width = hidden
+    mods.append(nn.Linear(width, out))
+    return nn.Sequential(*mods)
+
+
+class TwinQ(nn.Module):
+    """Two independent Q heads on (normalised state, normalised action); `forward` returns both."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int = 256, layers: int = 3) -> None:
+        super().__init__()
+        self.q1 = mlp(obs_dim + act_dim, hidden, layers, 1)
+        self.q2 = mlp(obs_dim + act_dim, hidden, layers, 1)
+
+    def forward(self, s: Tensor, a: Tensor) -> tuple[Tensor, Tensor]:
+        sa = torch.cat([s, a], dim=-1)
+        return self.q1(sa).squeeze(-1), self.q2(sa).squeeze(-1)
+
+    def q_min(self, s: Tensor, a: Tensor) -> Tensor:
+        q1, q2 = self(s, a)
+        return torch.minimum(q1, q2)
