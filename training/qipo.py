@@ -117,7 +117,7 @@ class QIPOTrainer:
     def policy(self) -> FlowPolicy:
         return FlowPolicy(self.net, self.normalizer, self.path, self.cfg.solver_steps).eval()
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def sample_unit_actions(self, s_norm: Tensor, m: int, desc: str = "sampling") -> Tensor:
         """m policy samples (unit box) for every state, in batched no-grad passes: [N, m, A]."""
         n, a_dim = s_norm.shape[0], self.dataset.act_dim
