@@ -38,12 +38,15 @@ class Normalizer(nn.Module):
 def integrate(
     net: VelocityNet, path: ProbabilityPath, s_norm: Tensor, noise: Tensor, steps: int
 ) -> Tensor:
-    """K Euler steps of the path's ODE from noise to a unit-box action (unrolled when exported)."""
+    """K solver steps of the path from noise to a unit-box action (unrolled when exported)."""
+
+    def fn(x: Tensor, t: float) -> Tensor:
+        return net(x, torch.full((1,), t, dtype=x.dtype), s_norm)
+
     x = noise
     grid = path.time_grid(steps)
     for k in range(steps):
-        t = torch.full((1,), grid[k], dtype=x.dtype)
-        x = x + (grid[k + 1] - grid[k]) * path.drift(net(x, t, s_norm), x, t)
+        x = path.step(fn, x, grid[k], grid[k + 1])
     return x
 
 
