@@ -47,3 +47,8 @@ fmt: $(STAMP)
 
 clean:
 	rm -rf build .qipo-cache .pytest_cache .mypy_cache .ruff_cache
+
+# EFM exactness on the six 2-D toys (issue 5): ~25 min of CPU on one thread; writes docs/bench/toy.*
+.PHONY: bench-toy
+bench-toy: $(STAMP)
+	$(QIPO) toy bench --out docs/bench --threads 1

@@ -13,6 +13,7 @@ import json
 import math
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -69,8 +70,12 @@ class BenchResult:
     figure_samples: dict[str, dict[str, np.ndarray]]  # dataset -> column -> samples at figure_beta
 
 
-def run_bench(config: BenchConfig, progress: bool = True) -> BenchResult:
-    """Train, sample and measure everything; deterministic for a given config and thread count."""
+def run_bench(
+    config: BenchConfig, progress: bool = True, on_dataset: Callable[[BenchResult], object] | None = None
+) -> BenchResult:
+    """Train, sample and measure everything; deterministic for a given config and thread count.
+    `on_dataset` gets the partial result after each dataset (the CLI writes it, so a long run that is
+    stopped keeps what it finished)."""
     from tqdm.auto import tqdm
 
     cpu0, wall0 = time.process_time(), time.perf_counter()
@@ -138,8 +143,14 @@ def run_bench(config: BenchConfig, progress: bool = True) -> BenchResult:
                     "ED": samples["ed"],
                     "CFG-style": samples["cfg"],
                 }
+        if on_dataset is not None:
+            on_dataset(BenchResult(records, _meta(config, resampling, cpu0, wall0), fig_beta, figure))
     bar.close()
-    meta = {
+    return BenchResult(records, _meta(config, resampling, cpu0, wall0), fig_beta, figure)
+
+
+def _meta(config: BenchConfig, resampling: dict[str, Any], cpu0: float, wall0: float) -> dict[str, Any]:
+    return {
         "config": config.as_dict(),
         "exact_sampler": {
             "method": "importance resampling of a p-sample of size `pool` (doubled until ESS >= 20 x draws)",
@@ -148,7 +159,7 @@ def run_bench(config: BenchConfig, progress: bool = True) -> BenchResult:
         "metrics": {
             "swd": f"sliced W1, {config.projections} fixed random directions (seed 0)",
             "mmd": "sqrt of biased MMD^2, Gaussian kernel bandwidth 0.3",
-            "floor": f"distance between two independent exact samples of {n}",
+            "floor": f"distance between two independent exact samples of {config.n_eval}",
         },
         "cpu_seconds": round(time.process_time() - cpu0, 1),
         "wall_seconds": round(time.perf_counter() - wall0, 1),
@@ -157,7 +168,6 @@ def run_bench(config: BenchConfig, progress: bool = True) -> BenchResult:
         "machine": platform.machine(),
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    return BenchResult(records, meta, fig_beta, figure)
 
 
 def _ratio(value: float, floor: float) -> str:

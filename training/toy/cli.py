@@ -55,7 +55,7 @@ def bench(
         raise typer.Exit(1) from exc
     if steps is not None:
         config = replace(config, train=replace(config.train, steps=steps))
-    result = run_bench(config)
+    result = run_bench(config, on_dataset=lambda partial: write_outputs(partial, out))
     paths = write_outputs(result, out)
     summary = checks(result.records)
     for claim in ("efm_within_2x_floor", "efm_beats_p", "efm_beats_cfg_at_max_beta"):
