@@ -27,3 +27,26 @@ class ServeSettings(BaseSettings):
     admin_token: SecretStr | None = Field(None, description="Bearer token for admin routes (unset: disabled)")
     log_level: str = Field("info", description="Log level")
     seed: int = Field(0, description="Seed of the server's noise generator (requests may pass their own)")
+    # Micro-batching and robot safety (issue 6; DESIGN §3.3, §3.3a).
+    max_queue_delay_ms: float = Field(
+        default=0.0,
+        ge=0,
+        description="Micro-batcher: wait this long to fill a batch (0: flush every loop tick)",
+    )
+    queue_timeout_ms: float = Field(
+        default=1000.0, gt=0, description="Answer 503 to a request queued longer than this"
+    )
+    max_queue_rows: int = Field(
+        default=4096, ge=1, description="Rows allowed to wait; beyond it /act answers 503"
+    )
+    batch_executor: str = Field(
+        default="inline",
+        pattern="^(inline|thread)$",
+        description="Run ONNX on the event loop or in one worker thread",
+    )
+    drain_timeout_s: float = Field(
+        default=10.0, ge=0, description="On shutdown, wait this long for in-flight requests"
+    )
+    gc_freeze: bool = Field(
+        default=True, description="gc.freeze() after start-up (fewer GC pauses on the hot path)"
+    )
