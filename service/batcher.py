@@ -94,6 +94,7 @@ class MicroBatcher:
         self.metrics = metrics
         self.rng = np.random.default_rng(seed)
         self._pending: deque[_Item] = deque()
+        self.submitted = 0  # requests accepted into the queue since start
         self._pending_rows = 0
         self._scheduled = False
         self._busy = False
@@ -124,6 +125,7 @@ class MicroBatcher:
         self._loop = loop
         item = _Item(policy, rows, seed, loop.create_future(), time.perf_counter(), deadline)
         self._pending.append(item)
+        self.submitted += 1
         self._pending_rows += len(rows)
         self._idle.clear()
         self._schedule()
@@ -182,6 +184,8 @@ class MicroBatcher:
         self._finish(batch, self._run(batch))
         if self._pending:
             self._schedule()
+        else:
+            self._maybe_idle()
 
     def _from_thread(self, batch: list[_Item], future: concurrent.futures.Future[_Outcome]) -> None:
         assert self._loop is not None
