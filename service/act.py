@@ -65,11 +65,14 @@ def checked_rows(body: ActRequest, obs_dim: int, max_rows: int) -> list[list[flo
         raise unprocessable(field, f"{len(rows)} states is over max_batch_rows={max_rows}; split the batch")
     for i, row in enumerate(rows):
         loc: list[str | int] = [field] if field == "state" else [field, i]
+        where = field if field == "state" else f"states[{i}]"
         if len(row) != obs_dim:
-            raise unprocessable(loc, f"has {len(row)} values; this model needs obs_dim={obs_dim}")
+            raise unprocessable(loc, f"{where} has {len(row)} values; this model needs obs_dim={obs_dim}")
         for x in row:
             if not -F32_MAX <= x <= F32_MAX:  # False for NaN as well
-                raise unprocessable(loc, f"contains {x!r}: send finite numbers within float32 range")
+                raise unprocessable(
+                    loc, f"{where} contains NaN or Inf (or overflows float32): {x!r}; send finite numbers"
+                )
     return rows
 
 

@@ -10,6 +10,7 @@ Imports neither fastapi nor onnxruntime: the client uses this module too.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import msgpack
@@ -97,7 +98,10 @@ def decode(body: bytes, content_type: str | None) -> Any:
         try:
             return orjson.loads(body)
         except orjson.JSONDecodeError as exc:
-            raise CodecError(f"body is not valid JSON: {exc}") from exc
+            try:  # NaN / Infinity literals: parse them so the 422 can name the field that holds them
+                return json.loads(body, parse_constant=float)
+            except ValueError:
+                raise CodecError(f"body is not valid JSON: {exc}") from exc
     raise CodecError(f"unsupported content type {kind!r}")
 
 
