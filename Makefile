@@ -47,3 +47,8 @@ fmt: $(STAMP)
 
 clean:
 	rm -rf build .qipo-cache .pytest_cache .mypy_cache .ruff_cache
+
+# Serving benchmark (issue 6): floor vs real server under uvicorn at 1/16/64 clients, ONNX vs torch eager.
+.PHONY: bench-serve
+bench-serve: $(STAMP)
+	$(BIN)/python scripts/bench_serve.py --out docs/bench
