@@ -4,6 +4,7 @@ shared objects through `app.state` (`settings`, `metrics`, `manager`, `batcher`,
 
 from __future__ import annotations
 
+import copy
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -12,7 +13,7 @@ from typing import Any, cast
 
 import orjson
 from fastapi import APIRouter, FastAPI, HTTPException, Request
-from fastapi.responses import ORJSONResponse, Response
+from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -93,7 +94,7 @@ async def healthz() -> dict[str, str]:
 
 
 @probes.get("/readyz", summary="A verified model is loaded (503 with the reason if not)")
-async def readyz(request: Request) -> ORJSONResponse:
+async def readyz(request: Request) -> Response:
     manager: ModelManager = request.app.state.manager
     settings: ServeSettings = request.app.state.settings
     model = manager.current
@@ -103,7 +104,7 @@ async def readyz(request: Request) -> ORJSONResponse:
         "version": model.version if model else None,
         "last_error": manager.last_error,
     }
-    return ORJSONResponse(body, status_code=200 if model else 503)
+    return Response(orjson.dumps(body), 200 if model else 503, media_type="application/json")
 
 
 @probes.get("/v1/models", summary="The loaded model and its manifest")
@@ -166,4 +167,20 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     app.state.act = ActService(settings, metrics, manager, batcher, pick_served(manager, settings))
     app.include_router(probes)
     app.include_router(act_router)
+    app.openapi = lambda: openapi_with_dims(app, manager)  # type: ignore[method-assign]
     return app
+
+
+def openapi_with_dims(app: FastAPI, manager: ModelManager) -> dict[str, Any]:
+    """The OpenAPI schema with `state` pinned to the served model's obs_dim, so clients (and schemathesis)
+    see the exact shape; rebuilt per call because a hot reload may change the model."""
+    schema = copy.deepcopy(FastAPI.openapi(app))
+    model = manager.current
+    if model is None:
+        return schema
+    dim = {"minItems": model.policy.obs_dim, "maxItems": model.policy.obs_dim}
+    body = schema["paths"]["/act"]["post"]["requestBody"]["content"]["application/json"]
+    props = body["schema"]["properties"]
+    props["state"]["anyOf"][0] |= dim
+    props["states"]["anyOf"][0]["items"] |= dim
+    return schema

@@ -229,7 +229,8 @@ def eval_command(
         raise fail("nothing to evaluate: give run/artifact directories and/or --server URL")
     table = Table("policy", "mean return", "std", "normalised (own refs)", "episodes")
     results = {}
-    for path in [*(runs or []), *([server] if server else [])]:
+    targets: list[Path | str] = [*(runs or []), *([server] if server else [])]
+    for path in targets:
         if isinstance(path, str):
             res, label = _evaluate_server(path, env, episodes, seed)
         else:
