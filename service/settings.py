@@ -40,9 +40,9 @@ class ServeSettings(BaseSettings):
         default=4096, ge=1, description="Rows allowed to wait; beyond it /act answers 503"
     )
     batch_executor: str = Field(
-        default="inline",
+        default="thread",
         pattern="^(inline|thread)$",
-        description="Run ONNX on the event loop or in one worker thread",
+        description="Run ONNX in one worker thread (the loop keeps reading requests) or inline on the loop",
     )
     drain_timeout_s: float = Field(
         default=10.0, ge=0, description="On shutdown, wait this long for in-flight requests"
