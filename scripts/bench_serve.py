@@ -179,6 +179,18 @@ async def _worker(
         writer.close()
 
 
+async def load_with_cpu(
+    pid: int, port: int, clients: int, warmup: float, duration: float
+) -> tuple[dict[str, float], float]:
+    """`load`, plus the server's CPU seconds spent during the measured window."""
+    task = asyncio.ensure_future(load(port, clients, warmup, duration))
+    await asyncio.sleep(warmup)
+    start = cpu_seconds(pid)
+    await asyncio.sleep(duration)
+    end = cpu_seconds(pid)
+    return await task, end - start
+
+
 async def load(port: int, clients: int, warmup: float, duration: float) -> dict[str, float]:
     reqs = requests_bytes()
     lat: list[float] = []
@@ -194,6 +206,13 @@ async def load(port: int, clients: int, warmup: float, duration: float) -> dict[
         "p50_ms": float(np.percentile(lat_ms, 50)),
         "p99_ms": float(np.percentile(lat_ms, 99)),
     }
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (and its threads) so far: a cost per request that holds even
+    when other work shares the box and wall-clock req/s does not."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def scrape_batches(port: int) -> tuple[float, float]:
@@ -283,6 +302,7 @@ def ratios(records: list[dict[str, Any]], sampler: dict[str, list[dict[str, Any]
                 f = floor[r["clients"]]
                 per[str(r["clients"])] = {
                     "rps_ratio": r["rps"] / f["rps"],
+                    "cpu_per_req_ratio": r["server_cpu_us_per_req"] / f["server_cpu_us_per_req"],
                     "p99_ratio": r["p99_ms"] / f["p99_ms"],
                     "p50_over_floor_ms": r["p50_ms"] - f["p50_ms"],
                 }
@@ -318,24 +338,28 @@ def write_report(out_dir: Path, result: dict[str, Any]) -> None:
         + ", ".join(f"`{k}` = {h} wide × {b} blocks, {s} Euler steps" for k, (h, b, s) in ARCHS.items())
         + ".",
         "",
-        "| server | model | executor | clients | req/s | p50 ms | p99 ms | mean batch | errors |",
+        "| server | model | executor | clients | req/s | p50 ms | p99 ms | mean batch | server CPU µs/req |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in result["records"]:
         mb = "" if r["mean_batch"] is None else f"{r['mean_batch']:.1f}"
         lines.append(
             f"| {r['server']} | {r['model'] or ''} | {r['executor'] or ''} | {r['clients']} | "
-            f"{r['rps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {mb} | {r['errors']} |"
+            f"{r['rps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {mb} | "
+            f"{r['server_cpu_us_per_req']:.0f} |"
         )
     lines += ["", "## Against the floor of the same run", ""]
     for arch, info in result["ratios"].items():
         lines.append(f"**qipo {arch}** (its sampler at batch 1: {info['sampler_ms_batch1']:.3f} ms)")
         lines.append("")
-        lines.append("| clients | req/s ÷ floor | p99 ÷ floor | p50 − floor p50 (ms) |")
-        lines.append("|---:|---:|---:|---:|")
+        lines.append(
+            "| clients | req/s ÷ floor | p99 ÷ floor | p50 − floor p50 (ms) | server CPU/req ÷ floor |"
+        )
+        lines.append("|---:|---:|---:|---:|---:|")
         for c, v in info["by_clients"].items():
             lines.append(
-                f"| {c} | {v['rps_ratio']:.2f} | {v['p99_ratio']:.2f} | {v['p50_over_floor_ms']:.2f} |"
+                f"| {c} | {v['rps_ratio']:.2f} | {v['p99_ratio']:.2f} | {v['p50_over_floor_ms']:.2f} | "
+                f"{v['cpu_per_req_ratio']:.2f} |"
             )
         lines.append("")
         lines.append("Goals: " + ", ".join(f"{k}: {GOAL_WORD[v]}" for k, v in info["goals"].items()))
@@ -418,9 +442,9 @@ def main() -> None:
                 )
             plan = [(c, name) for c in levels for name in ["floor", *variants]]
             for clients, name in tqdm(plan, desc="bench-serve", unit="level"):
-                port = servers[name][1]
+                proc, port = servers[name]
                 before = scrape_batches(port) if name != "floor" else (0.0, 0.0)
-                res = asyncio.run(load(port, clients, args.warmup, args.duration))
+                res, cpu = asyncio.run(load_with_cpu(proc.pid, port, clients, args.warmup, args.duration))
                 after = scrape_batches(port) if name != "floor" else (0.0, 0.0)
                 calls = after[1] - before[1]
                 records.append(
@@ -437,6 +461,7 @@ def main() -> None:
                         else (after[0] - before[0]) / calls
                         if calls
                         else None,
+                        "server_cpu_us_per_req": cpu * 1e6 / max(res["requests"], 1),
                         "requests": res["requests"],
                         "errors": res["errors"],
                     }

@@ -52,7 +52,9 @@ class BodySizeLimit:
                 if value.isdigit() and int(value) > self.max_bytes:
                     await self._reject(send, f"body of {int(value)} bytes")
                     return
-                break
+                # The HTTP parser never delivers more than Content-Length bytes: nothing left to watch.
+                await self.app(scope, receive, send)
+                return
         seen = 0
         started = False
 
@@ -165,8 +167,8 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     app.state.manager = manager
     app.state.batcher = batcher
     app.state.act = ActService(settings, metrics, manager, batcher, pick_served(manager, settings))
+    app.include_router(act_router)  # first: routes are matched in order and /act is the hot one
     app.include_router(probes)
-    app.include_router(act_router)
     app.openapi = lambda: openapi_with_dims(app, manager)  # type: ignore[method-assign]
     return app
 
