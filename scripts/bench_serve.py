@@ -408,7 +408,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument(
         "--servers",
-        default="default:thread,small:thread,small:inline",
+        default="default:inline,default:thread,small:inline,small:thread",
         help=f"qipo servers as arch:executor (arch in {','.join(ARCHS)}; executor inline|thread)",
     )
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "bench")

@@ -9,10 +9,11 @@ one fills by itself. A fixed wait cannot fill a batch at low load and only adds 
 a single client more than half its throughput), so `max_queue_delay_ms` defaults to 0 and exists for
 GPUs, where a bigger batch is nearly free.
 
-Where the ONNX call runs (`executor`): "thread" (default) hands the batch to one worker thread, so the
-event loop keeps reading and validating the next requests while ONNX Runtime (which releases the GIL)
-computes, and at most one batch is in flight; "inline" runs it on the loop, which saves a thread hop at one
-client but stalls all I/O for the length of the call. Measured in docs/bench/serve.md.
+Where the ONNX call runs (`executor`): "inline" (default) runs it on the event loop; "thread" hands the
+batch to one worker thread, so the loop keeps reading requests while ONNX Runtime (which releases the GIL)
+computes, with at most one batch in flight. On 2 CPU cores inline costs the least server CPU per request
+at 1, 16 and 64 clients (docs/bench/serve.md); "thread" is for a GPU or a model whose call is long enough
+that stalling the loop for it hurts more than the thread hop.
 
 Rows are independent in the graph and ONNX Runtime's CPU kernels give bit-identical rows whatever the batch,
 so a request gets the same action for the same seed alone or batched (tested).
@@ -68,7 +69,7 @@ class BatchConfig:
     max_queue_delay_ms: float = 0.0
     queue_timeout_ms: float = 1000.0
     max_queue_rows: int = 4096
-    executor: Executor = "thread"
+    executor: Executor = "inline"
 
 
 @dataclass(frozen=True)
