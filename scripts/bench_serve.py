@@ -34,6 +34,19 @@ from fastapi import FastAPI, Request, Response
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "pendulum-qipo"
+NOTES = """## How to read this
+
+- Every number comes from one run: the floor and each server are loaded in turn at each client count, so
+  drift of the box hits all of them alike. On a box shared with other jobs, wall-clock req/s and latency
+  move by ±50% between runs; **server CPU µs/req** (user + system time of the server process, threads
+  included, over the measured window ÷ requests answered) does not depend on how much CPU the server was
+  given, so it is the column to compare across runs and boxes.
+- `mean batch` is rows per ONNX call from the server's own `qipo_batch_size` histogram. The batcher
+  flushes at the end of the event-loop tick (no fixed wait), so batches grow with load by themselves.
+- Goals (issue 6): at 64 clients ≥ 0.75× the floor's req/s and p99 ≤ 1.5× the floor's; at 1 client p50 ≤
+  floor p50 + 1.2× the sampler's batch-1 time; ONNX ≥ 3× torch eager at batch 1.
+- `default` is the network `qipo train` exports by default; `small` is a 16× cheaper one that isolates
+  the serving overhead from the model's compute."""
 GOAL_WORD = {True: "met", False: "NOT met", None: "not measured"}
 ARCHS = {  # name -> (hidden, blocks, steps)
     "default": (256, 2, 10),  # QIPOConfig defaults: what `qipo train` exports
@@ -372,7 +385,7 @@ def write_report(out_dir: Path, result: dict[str, Any]) -> None:
                 f"| {arch} | {s['batch']} | {s['onnx_ms']:.3f} | {s['torch_eager_ms']:.3f} | "
                 f"{s['speedup']:.1f}× |"
             )
-    lines += ["", result.get("notes", ""), ""]
+    lines += ["", NOTES, ""]
     (out_dir / "serve.md").write_text("\n".join(lines))
     try:
         import matplotlib
