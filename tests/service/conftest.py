@@ -7,7 +7,6 @@ weights are good, and building it takes a second instead of a training run.
 from __future__ import annotations
 
 import contextlib
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -19,14 +18,9 @@ import pytest
 import uvicorn
 
 from service.settings import ServeSettings
+from tests.helpers import free_port
 
 MODEL = "pendulum-qipo"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -43,7 +37,8 @@ class Running:
 
 @contextlib.contextmanager
 def running_server(app: Any, timeout: float = 30.0) -> Iterator[Running]:
-    """`app` under real uvicorn on a free 127.0.0.1 port, in a thread; stopped (and drained) on exit."""
+    """`app` under real uvicorn on a free 127.0.0.1 port, in a thread; stopped (and drained) on exit.
+    Like tests.helpers.running_server, but hands out the uvicorn.Server so a test can stop it mid-load."""
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
