@@ -32,7 +32,7 @@ class ServerError(RuntimeError):
     """The server answered without an action; `status` and `detail` say why."""
 
     def __init__(self, status: int, detail: Any) -> None:
-        super().__init__(f"HTTP {status}: {detail}")
+        super().__init__(f"HTTP {status}: {detail}" if status else str(detail))
         self.status = status
         self.detail = detail
 
