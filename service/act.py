@@ -41,6 +41,7 @@ class ActError(Exception):
         self.status = status
         self.detail = detail
         self.headers = headers
+        self.context: dict[str, Any] = {}  # model, version, timing, request_id once they are known
 
 
 def unprocessable(field: str | list[str | int], msg: str) -> ActError:
@@ -108,13 +109,22 @@ class ActService:
             raise ActError(422, validation_detail(exc)) from None
         model = self.pick_model(body)
         policy = model.policy
-        rows = checked_rows(body, policy.obs_dim, self.settings.max_batch_rows)
-        deadline = None if body.deadline_ms is None else started + body.deadline_ms / 1e3
         try:
-            result = await self.batcher.submit(policy, rows, body.seed, deadline)
-        except BatchError as exc:
-            headers = {"Retry-After": exc.retry_after} if exc.retry_after else None
-            raise ActError(exc.status, exc.detail, headers) from None
+            rows = checked_rows(body, policy.obs_dim, self.settings.max_batch_rows)
+            deadline = None if body.deadline_ms is None else started + body.deadline_ms / 1e3
+            try:
+                result = await self.batcher.submit(policy, rows, body.seed, deadline)
+            except BatchError as exc:
+                headers = {"Retry-After": exc.retry_after} if exc.retry_after else None
+                raise ActError(exc.status, exc.detail, headers) from None
+        except ActError as exc:  # a refusal still says which model refused, when and for which request
+            exc.context = {
+                "model": model.name,
+                "version": model.version,
+                "timing": {"total_ms": (time.perf_counter() - started) * 1e3},
+                "request_id": body.request_id if body.request_id is not None else request_id,
+            }
+            raise
         done = time.perf_counter()
         reply: dict[str, Any] = {
             "model": model.name,
@@ -154,7 +164,7 @@ def pick_served(manager: ModelManager, settings: ServeSettings) -> ModelPicker:
 
 
 def _error_body(exc: ActError) -> dict[str, Any]:
-    return {"detail": exc.detail}
+    return {"detail": exc.detail, **exc.context}
 
 
 # The body FastAPI cannot infer (the handler reads it itself): documented for clients and schemathesis.

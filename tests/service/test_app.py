@@ -95,9 +95,12 @@ def test_msgpack_and_json_give_the_same_action(server: Running) -> None:
 
 def test_impossible_deadline_gets_504_without_action(server: Running) -> None:
     before = metric(server.url, "qipo_deadline_exceeded_total")
-    r = post(server.url, {"state": STATE, "deadline_ms": 0.001})
+    r = post(server.url, {"state": STATE, "deadline_ms": 0.001, "request_id": "late-1"})
     assert r.status_code == 504
-    assert "action" not in r.json() and "deadline" in r.json()["detail"]
+    body = r.json()
+    assert "action" not in body and "deadline" in body["detail"]
+    assert body["model"] == "pendulum-qipo" and body["version"] == 1 and body["request_id"] == "late-1"
+    assert body["timing"]["total_ms"] > 0
     assert metric(server.url, "qipo_deadline_exceeded_total") == before + 1
     assert post(server.url, {"state": STATE, "deadline_ms": 5000}).status_code == 200
 
