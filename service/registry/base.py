@@ -179,7 +179,7 @@ class Registry(abc.ABC):
         """True when the backend answers (a directory always does)."""
         return True
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, a directory has nothing to release
         """Release connections (nothing to do for a directory)."""
 
     def latest(self, name: str) -> int:

@@ -1,9 +1,10 @@
 """A registry in a local directory: the embedded default, needs no server.
 
 Layout: `ROOT/<name>/versions/<n>/{manifest.json, policy.onnx}`, `ROOT/<name>/aliases.json`,
-`ROOT/<name>/history.jsonl`, `ROOT/<name>/canary.json`, `ROOT/generation`. A version appears by one `rename` of a fully written and
-verified staging directory, so a publish that dies midway leaves nothing visible. Alias moves take an
-exclusive `flock` and replace `aliases.json` with `os.replace`, so readers see the old or the new map.
+`ROOT/<name>/history.jsonl`, `ROOT/<name>/canary.json`, `ROOT/generation`. A version appears by one
+`rename` of a fully written and verified staging directory, so a publish that dies midway leaves nothing
+visible. Alias moves take an exclusive `flock` and replace `aliases.json` with `os.replace`, so readers see
+the old or the new map.
 """
 
 from __future__ import annotations

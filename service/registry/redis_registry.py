@@ -4,7 +4,7 @@ Keys under `PREFIX` (one prefix per fleet or test):
   `P:models`                      set of model names
   `P:m:<name>:seq`                last version number handed out (never reused, even after gc)
   `P:m:<name>:versions`           zset version -> version
-  `P:m:<name>:v:<n>`              hash: manifest (raw manifest.json bytes), published_at, digest, chunks (json)
+  `P:m:<name>:v:<n>`              hash: manifest (raw manifest.json), published_at, digest, chunks (json)
   `P:m:<name>:v:<n>:c:<file>:<i>` chunk i of one artifact file (CHUNK_BYTES each)
   `P:m:<name>:digests`            hash manifest sha256 -> version (an artifact is published once)
   `P:m:<name>:aliases`            hash alias -> version
@@ -93,7 +93,8 @@ _SET_ALIAS = """
 local cur = redis.call('HGET', KEYS[1], ARGV[1]) or ''
 if cur ~= ARGV[3] then return {0, cur} end
 if ARGV[2] ~= '' and not redis.call('ZSCORE', KEYS[5], ARGV[2]) then return {-1, ARGV[2]} end
-if ARGV[2] == '' then redis.call('HDEL', KEYS[1], ARGV[1]) else redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
+if ARGV[2] == '' then redis.call('HDEL', KEYS[1], ARGV[1])
+else redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
 redis.call('RPUSH', KEYS[2], ARGV[4])
 local gen = redis.call('INCR', KEYS[4])
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '*', 'kind', 'alias', 'model', ARGV[5], 'alias', ARGV[1],
@@ -354,13 +355,14 @@ class RedisRegistry(Registry):
         dest = Path(dest)
         dest.mkdir(parents=True, exist_ok=True)
         for fname, entry in manifest.files.items():
-            body = self._call(lambda f=fname: b"".join(self._chunks(self._k(name, "v", version, "c", f), chunks[f])))  # type: ignore[misc]
+            base = self._k(name, "v", version, "c", fname)
+            body = self._call(lambda b=base, n=chunks[fname]: b"".join(self._chunks(b, n)))  # type: ignore[misc]
             got = hashlib.sha256(body).hexdigest()
             if len(body) != entry.size or got != entry.sha256:
                 raise IntegrityError(
-                    f"{name} version {version}: {fname} from Redis has sha256 {got[:12]}… ({len(body)} bytes), "
-                    f"manifest says {entry.sha256[:12]}… ({entry.size} bytes): stored bytes are corrupted or "
-                    "tampered with; not loaded. Publish the artifact again as a new version"
+                    f"{name} version {version}: {fname} from Redis has sha256 {got[:12]}… ({len(body)} "
+                    f"bytes), manifest says {entry.sha256[:12]}… ({entry.size} bytes): the stored bytes are "
+                    "corrupted or tampered with; not loaded. Publish the artifact again as a new version"
                 )
             (dest / fname).write_bytes(body)
         (dest / MANIFEST_NAME).write_bytes(data[b"manifest"])
