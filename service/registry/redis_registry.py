@@ -159,6 +159,7 @@ class RedisRegistry(Registry):
             socket_timeout=socket_timeout,
             socket_connect_timeout=min(socket_timeout, 2.0),
             health_check_interval=10,
+            client_name=f"qipo:{self.prefix}",  # CLIENT LIST shows which fleet a connection serves
         )
         self._commit = self.client.register_script(_COMMIT)
         self._set_alias = self.client.register_script(_SET_ALIAS)
