@@ -7,6 +7,10 @@ prefix and every key under it is deleted afterwards.
 
 from __future__ import annotations
 
+import atexit
+import functools
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,12 +44,19 @@ def build_artifact(out: Path, seed: int, name: str = MODEL) -> Path:
     return out
 
 
+@functools.cache
+def build_artifacts() -> list[Path]:
+    """Built once per process (each test module imports the fixture, which pytest would run per module)."""
+    root = Path(tempfile.mkdtemp(prefix="qipo-artifacts-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    return [build_artifact(root / f"seed{s}", s) for s in (1, 2, 3)]
+
+
 @pytest.fixture(scope="session")
-def artifacts(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+def artifacts() -> list[Path]:
     """Three distinguishable artifacts of the same model (seeds 1, 2, 3)."""
     pytest.importorskip("torch")
-    root = tmp_path_factory.mktemp("artifacts")
-    return [build_artifact(root / f"seed{s}", s) for s in (1, 2, 3)]
+    return build_artifacts()
 
 
 @pytest.fixture
