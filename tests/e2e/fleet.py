@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import shutil
 import signal
@@ -43,77 +44,76 @@ def _wait(check: object, timeout: float, what: str) -> None:
     raise TimeoutError(f"{what} not ready after {timeout:.0f} s")
 
 
-@contextlib.contextmanager
-def private_redis(workdir: Path, port: int | None = None) -> Iterator[tuple[str, int]]:
-    """A redis-server of our own (so we may kill clients and restart it); RDB in `workdir` survives restarts."""
-    port = port or free_port()
-    workdir.mkdir(parents=True, exist_ok=True)
-    holder: dict[str, subprocess.Popen[bytes]] = {}
+class PrivateRedis:
+    """A redis-server of our own, so a test may kill its clients and restart it; the RDB in `workdir`
+    carries the registry across a restart."""
 
-    def start() -> None:
-        holder["proc"] = subprocess.Popen(
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.workdir = workdir
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+        workdir.mkdir(parents=True, exist_ok=True)
+
+    def cli(self, *args: str) -> str:
+        cmd = ["redis-cli", "-h", "127.0.0.1", "-p", str(self.port), *args]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=5).stdout.strip()
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
             [
                 "redis-server",
                 "--bind",
                 "127.0.0.1",
                 "--port",
-                str(port),
+                str(self.port),
                 "--save",
                 "",
                 "--appendonly",
                 "no",
                 "--dir",
-                str(workdir),
+                str(self.workdir),
                 "--dbfilename",
                 "dump.rdb",
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        _wait(lambda: _redis_cli(port, "ping") == "PONG", 10, f"redis-server on {port}")
+        _wait(lambda: self.cli("ping") == "PONG", 10, f"redis-server on {self.port}")
 
-    start()
+    def restart(self, down_seconds: float) -> None:
+        """Save, shut down, stay down `down_seconds`, start again from the dump."""
+        self.cli("shutdown", "save")
+        if self.proc is not None:
+            self.proc.wait(10)
+        time.sleep(down_seconds)
+        self.start()
+
+    def kill_clients(self, name_prefix: str) -> int:
+        """CLIENT KILL every connection whose name starts with `name_prefix` (the replicas' ones)."""
+        ids = [
+            line.split("id=")[1].split()[0]
+            for line in self.cli("client", "list").splitlines()
+            if f" name={name_prefix}" in line
+        ]
+        for client_id in ids:
+            self.cli("client", "kill", "id", client_id)
+        return len(ids)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+@contextlib.contextmanager
+def private_redis(workdir: Path) -> Iterator[PrivateRedis]:
+    server = PrivateRedis(workdir)
+    server.start()
     try:
-        yield f"redis://127.0.0.1:{port}/0", port
+        yield server
     finally:
-        proc = holder["proc"]
-        if proc.poll() is None:
-            proc.terminate()
-            proc.wait(10)
-
-
-def _redis_cli(port: int, *args: str) -> str:
-    out = subprocess.run(
-        ["redis-cli", "-h", "127.0.0.1", "-p", str(port), *args], capture_output=True, text=True, timeout=5
-    )
-    return out.stdout.strip()
-
-
-def restart_redis(port: int, workdir: Path, down_seconds: float) -> subprocess.Popen[bytes]:
-    """Save, shut the server down, stay down `down_seconds`, start it again from its dump."""
-    _redis_cli(port, "shutdown", "save")
-    time.sleep(down_seconds)
-    proc = subprocess.Popen(
-        [
-            "redis-server",
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(workdir),
-            "--dbfilename",
-            "dump.rdb",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    _wait(lambda: _redis_cli(port, "ping") == "PONG", 10, f"redis-server on {port}")
-    return proc
+        server.stop()
 
 
 @dataclass
@@ -214,7 +214,7 @@ async def robot(
     period: float = 0.01,
     pin: bool = True,
 ) -> None:
-    """A controller: episodes of `episode_steps` requests at ~1/period Hz; pins its version for the episode."""
+    """A controller: episodes of `episode_steps` requests at ~1/period Hz, its version pinned per episode."""
     rng = np.random.default_rng(abs(hash(name)) % 2**32)
     episode = 0
     while time.monotonic() < stop_at:
@@ -268,7 +268,7 @@ def check_fleet(
         mixed = [e for e, vs in episodes.items() if len(vs) > 1]
         mixed_episodes += len(mixed)
         starts = [o for o in obs if o.step == 0]
-        for a, b in zip(starts, starts[1:], strict=False):
+        for a, b in itertools.pairwise(starts):
             if a.version == b.version:
                 continue
             changes_total += 1

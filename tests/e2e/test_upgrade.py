@@ -21,7 +21,7 @@ from tests.e2e.fleet import (
     replicas,
     robot,
 )
-from tests.service.registry_fixtures import MODEL, REDIS_URL, artifacts  # noqa: F401
+from tests.service.registry_fixtures import MODEL, REDIS_URL
 
 CANARY_SHARE = 0.25
 

@@ -8,7 +8,7 @@ import pytest
 
 from service.registry import IntegrityError, UnavailableError
 from service.registry.redis_registry import RedisRegistry
-from tests.service.registry_fixtures import MODEL, artifacts, redis_registry  # noqa: F401
+from tests.service.registry_fixtures import MODEL
 
 
 def test_bytes_are_chunked_and_a_tampered_chunk_is_refused(
@@ -60,5 +60,5 @@ def test_moves_are_streamed_with_generation(redis_registry: RedisRegistry, artif
 def test_unreachable_redis_is_a_readable_error() -> None:
     reg = RedisRegistry("redis://127.0.0.1:1/0", prefix="qipo-test-nowhere", socket_timeout=0.5)
     assert not reg.ping()
-    with pytest.raises(UnavailableError, match="cannot reach Redis at redis://127.0.0.1:1/0"):
+    with pytest.raises(UnavailableError, match=r"cannot reach Redis at redis://127\.0\.0\.1:1/0"):
         reg.models()

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 from pathlib import Path
 
 import pytest
 
 from service.registry import ConflictError, NotFoundError, Registry, RegistryError
-from tests.service.registry_fixtures import MODEL, any_registry, artifacts  # noqa: F401
+from tests.service.registry_fixtures import MODEL
 
 
 def test_versions_are_numbered_per_model_and_immutable(any_registry: Registry, artifacts: list[Path]) -> None:
@@ -48,21 +49,21 @@ def test_two_promoters_race_exactly_one_wins(any_registry: Registry, artifacts: 
         any_registry.publish(art)
     any_registry.promote(MODEL, "production", 1)
     rounds = 15
-    for r in range(rounds):
+    for _ in range(rounds):
         current = any_registry.aliases(MODEL)["production"]
         targets = [v for v in (1, 2, 3) if v != current]
         barrier = threading.Barrier(2)
         results: list[str] = []
 
-        def promoter(target: int) -> None:
+        def promoter(target: int, expected: int, barrier: threading.Barrier, results: list[str]) -> None:
             barrier.wait()
             try:
-                any_registry.set_alias(MODEL, "production", target, expected=current, reason=f"race {r}")
+                any_registry.set_alias(MODEL, "production", target, expected=expected, reason="race")
                 results.append(f"won {target}")
             except ConflictError:
                 results.append("lost")
 
-        threads = [threading.Thread(target=promoter, args=(t,)) for t in targets]
+        threads = [threading.Thread(target=promoter, args=(t, current, barrier, results)) for t in targets]
         for t in threads:
             t.start()
         for t in threads:
@@ -72,7 +73,7 @@ def test_two_promoters_race_exactly_one_wins(any_registry: Registry, artifacts: 
         assert any_registry.aliases(MODEL)["production"] == winner
     history = any_registry.history(MODEL, "production")
     assert len(history) == 1 + rounds  # the initial promotion plus one move per race
-    for prev, move in zip(history, history[1:], strict=False):
+    for prev, move in itertools.pairwise(history):
         assert move.from_version == prev.to_version  # no lost update: every move starts where the last ended
     print(f"\n{rounds} races: {rounds} winners, {rounds} losers, history has {len(history)} moves")
 
