@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 
 from service.registry import CANARY_ALIAS, AliasMove, Registry, RegistryError
+from service.registry.base import check_share
 
 
 def bucket(robot_id: str, salt: str) -> float:
@@ -30,6 +31,7 @@ def start(
     registry: Registry, name: str, ref: str | int, share: float, production: str = "production"
 ) -> AliasMove:
     """Point `canary` at `ref` and route `share` of robots to it (refused if it equals production)."""
+    check_share(share)  # before anything moves
     target = registry.resolve(name, ref)
     prod = registry.aliases(name).get(production)
     if prod == target:

@@ -136,8 +136,8 @@ def test_redis_outage_no_failed_act_and_catch_up(artifacts: list[Path], tmp_path
             assert rep.ready()["registry"]["reachable"] is True  # type: ignore[index]
         reg.close()
     print(
-        f"\noutage: {robot.ok} /act ok, {len(robot.failed)} failed; killed {killed} connections, caught up in "
-        f"{caught_up_kill:.2f} s; after restart caught up in {caught_up_restart:.2f} s"
+        f"\noutage: {robot.ok} /act ok, {len(robot.failed)} failed; killed {killed} connections, caught up "
+        f"in {caught_up_kill:.2f} s; after restart caught up in {caught_up_restart:.2f} s"
     )
     assert killed >= 1
     assert robot.failed == [] and robot.ok > 50
