@@ -47,3 +47,9 @@ fmt: $(STAMP)
 
 clean:
 	rm -rf build .qipo-cache .pytest_cache .mypy_cache .ruff_cache
+
+# Issue 7: p99 latency while replicas swap models vs steady p99 of the same run (docs/bench/swap.*).
+.PHONY: bench-swap
+bench-swap: $(STAMP)
+	bash scripts/redis-up.sh
+	$(BIN)/python scripts/bench_swap.py

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import orjson
 
 from service.canary import routes_to_canary
 
@@ -202,9 +203,47 @@ class FleetResult:
         return [o for o in self.observations if o.status != 200]
 
 
+class RawClient:
+    """A minimal HTTP/1.1 keep-alive client (one connection per robot).
+
+    httpx costs milliseconds of CPU per request; with 32 robots in one process the load generator, not the
+    server, would set the latency. This writes the request and reads `Content-Length` bytes, nothing more.
+    """
+
+    def __init__(self, url: str) -> None:
+        host, port = url.removeprefix("http://").split(":")
+        self.host, self.port = host, int(port)
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post_json(self, path: str, body: dict[str, object], timeout: float = 10.0) -> tuple[int, bytes]:
+        try:
+            return await asyncio.wait_for(self._post(path, orjson.dumps(body)), timeout)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _post(self, path: str, payload: bytes) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
+        head = (
+            f"POST {path} HTTP/1.1\r\nhost: {self.host}\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(payload)}\r\n\r\n"
+        )
+        self.writer.write(head.encode() + payload)
+        status_line, *headers = (await self.reader.readuntil(b"\r\n\r\n")).decode().split("\r\n")
+        length = next(int(h.split(":")[1]) for h in headers if h.lower().startswith("content-length:"))
+        return int(status_line.split()[1]), await self.reader.readexactly(length)
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.reader = self.writer = None
+
+
 async def robot(
     name: str,
-    client: httpx.AsyncClient,
     url: str,
     replica: int,
     stop_at: float,
@@ -216,6 +255,7 @@ async def robot(
 ) -> None:
     """A controller: episodes of `episode_steps` requests at ~1/period Hz, its version pinned per episode."""
     rng = np.random.default_rng(abs(hash(name)) % 2**32)
+    raw = RawClient(url)
     episode = 0
     while time.monotonic() < stop_at:
         version: int | None = None
@@ -225,16 +265,16 @@ async def robot(
                 body["model"] = str(version)
             sent = time.monotonic()
             try:
-                resp = await client.post(f"{url}/act", json=body, timeout=10)
-                status = resp.status_code
-                got = resp.json().get("version") if status == 200 else None
-            except httpx.HTTPError:
+                status, payload = await raw.post_json("/act", body)
+                got = orjson.loads(payload).get("version") if status == 200 else None
+            except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError):
                 status, got = 0, None
             out.append(Observation(name, episode, step, sent, time.monotonic(), status, got, replica))
             if version is None:
                 version = got
             await asyncio.sleep(period)
         episode += 1
+    await raw.close()
 
 
 def canary_robots(robots: list[str], share: float, model: str, canary_version: int) -> set[str]:

@@ -8,7 +8,6 @@ import time
 import uuid
 from pathlib import Path
 
-import httpx
 import pytest
 
 from service import canary
@@ -32,25 +31,21 @@ async def drive(
     result = FleetResult()
     out: list[Observation] = []
     stop_at = time.monotonic() + seconds
-    limits = httpx.Limits(max_connections=len(robots) + 4, max_keepalive_connections=len(robots) + 4)
-    async with httpx.AsyncClient(limits=limits) as client:
-        tasks = [
-            asyncio.create_task(
-                robot(
-                    r, client, urls[i % len(urls)], i % len(urls), stop_at, out, episode_steps=episode_steps
-                )
-            )
-            for i, r in enumerate(robots)
-        ]
-        gap = seconds / (moves + 1)
-        for k in range(moves):
-            await asyncio.sleep(gap)
-            if k % 2 == 0:
-                move = await asyncio.to_thread(reg.promote, MODEL, "production", 2)
-            else:
-                move = await asyncio.to_thread(reg.rollback, MODEL, "production")
-            result.moves.append((time.monotonic(), "production", move.to_version))
-        await asyncio.gather(*tasks)
+    tasks = [
+        asyncio.create_task(
+            robot(r, urls[i % len(urls)], i % len(urls), stop_at, out, episode_steps=episode_steps)
+        )
+        for i, r in enumerate(robots)
+    ]
+    gap = seconds / (moves + 1)
+    for k in range(moves):
+        await asyncio.sleep(gap)
+        if k % 2 == 0:
+            move = await asyncio.to_thread(reg.promote, MODEL, "production", 2)
+        else:
+            move = await asyncio.to_thread(reg.rollback, MODEL, "production")
+        result.moves.append((time.monotonic(), "production", move.to_version))
+    await asyncio.gather(*tasks)
     result.observations = out
     return result
 
