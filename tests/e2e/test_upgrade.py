@@ -75,6 +75,8 @@ def run_upgrade(
         production_robots = [r for r in robots if r not in canary_set]
         changed = {o.robot for o in result.observations if o.version not in (None, 1, 3)}
         assert changed == set(production_robots)  # every production robot reached version 2 at some point
+        # each promotion changed each production robot's version exactly once (no flapping between replicas)
+        assert counts["version_changes"] == len(production_robots) * moves
         final = 2 if moves % 2 else 1
         for status in statuses:
             assert status["version"] == final and status["last_error"] is None
