@@ -6,15 +6,19 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Callable
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from service.registry import RegistryError, open_registry
+from service import canary
+from service.registry import Registry, RegistryError, open_registry
+
+T = TypeVar("T")
 
 app = typer.Typer(help="Train QIPO flow policies offline and serve them to robots.", no_args_is_help=True)
 registry_app = typer.Typer(help="Publish, list and promote model versions.", no_args_is_help=True)
@@ -179,6 +183,14 @@ canary_app = typer.Typer(help="Route a share of robots to a candidate version, t
 registry_app.add_typer(canary_app, name="canary")
 
 
+def _registry_call(registry: str, prefix: str, action: Callable[[Registry], T]) -> T:
+    """Open the registry and run one action; a RegistryError becomes one readable line and exit 1."""
+    try:
+        return action(open_registry(registry, prefix))
+    except RegistryError as exc:
+        raise fail(str(exc)) from exc
+
+
 @canary_app.command("start")
 def canary_start(
     name: str,
@@ -188,36 +200,21 @@ def canary_start(
     prefix: PrefixOpt = "qipo",
 ) -> None:
     """Point the `canary` alias at a version; robots in `share` are served it (sticky by robot_id)."""
-    from service import canary
-
-    try:
-        move = canary.start(open_registry(registry, prefix), name, ref, share)
-    except RegistryError as exc:
-        raise fail(str(exc)) from exc
+    move = _registry_call(registry, prefix, lambda reg: canary.start(reg, name, ref, share))
     console.print(f"{name}:canary {move.from_version} -> {move.to_version} for {share:.0%} of robots")
 
 
 @canary_app.command("promote")
 def canary_promote(name: str, registry: RegistryOpt = "./registry", prefix: PrefixOpt = "qipo") -> None:
     """Production takes the canary's version; the canary alias is removed."""
-    from service import canary
-
-    try:
-        move = canary.promote(open_registry(registry, prefix), name)
-    except RegistryError as exc:
-        raise fail(str(exc)) from exc
+    move = _registry_call(registry, prefix, lambda reg: canary.promote(reg, name))
     console.print(f"{name}:production {move.from_version} -> {move.to_version} (canary promoted)")
 
 
 @canary_app.command("abort")
 def canary_abort(name: str, registry: RegistryOpt = "./registry", prefix: PrefixOpt = "qipo") -> None:
     """Remove the canary alias; its robots return to production."""
-    from service import canary
-
-    try:
-        move = canary.abort(open_registry(registry, prefix), name)
-    except RegistryError as exc:
-        raise fail(str(exc)) from exc
+    move = _registry_call(registry, prefix, lambda reg: canary.abort(reg, name))
     console.print(f"{name}: canary on version {move.from_version} aborted")
 
 
