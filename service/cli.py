@@ -52,7 +52,9 @@ def serve(
     from service.settings import ServeSettings
 
     settings = ServeSettings(registry=registry, model_name=model, model_ref=ref, host=host, port=port)
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
 
 
@@ -71,7 +73,9 @@ def registry_publish(
             reg.promote(mv.name, name, mv.version)
     except RegistryError as exc:
         raise fail(str(exc)) from exc
-    console.print(f"published [bold]{mv.name}[/] version [bold]{mv.version}[/]" + (f" as {alias}" if alias else ""))
+    console.print(
+        f"published [bold]{mv.name}[/] version [bold]{mv.version}[/]" + (f" as {alias}" if alias else "")
+    )
 
 
 @registry_app.command("list")

@@ -129,7 +129,8 @@ class Follower:
             self.last_sync = time.monotonic()
             self.manager.release_drained()
             if self._stream:
-                events = self.registry.read_events(last_id, int(self.poll_seconds * 1000))  # type: ignore[attr-defined]
+                block_ms = min(int(self.poll_seconds * 1000), 2000)  # stay under the socket timeout
+                events = self.registry.read_events(last_id, block_ms)  # type: ignore[attr-defined]
                 if events:
                     last_id = events[-1][0]
             else:
