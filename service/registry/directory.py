@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from service.artifact import MANIFEST_NAME, ArtifactError, read_manifest, sha256_file, verify_artifact
+from service.artifact import ArtifactError, read_manifest, verify_artifact
 from service.registry.base import (
     AliasMove,
     ConflictError,
@@ -78,22 +78,14 @@ class DirectoryRegistry(Registry):
                 shutil.copy2(Path(artifact_dir) / fname, staging / fname)
             verify_artifact(staging)
             (staging / "published_at").write_text(utcnow())
-            digest = sha256_file(staging / MANIFEST_NAME)
-            with self._lock(manifest.name):
-                for mv_dir in versions_dir.iterdir():
-                    if mv_dir.name.isdigit() and sha256_file(mv_dir / MANIFEST_NAME) == digest:
-                        raise ConflictError(
-                            f"this artifact is already {manifest.name} version {mv_dir.name}; versions are "
-                            "immutable, promote that one (or re-export to publish a new version)"
-                        )
-                while True:
-                    version = self._next_version(manifest.name)
-                    try:
-                        os.rename(staging, versions_dir / str(version))
-                        break
-                    except OSError as exc:  # another publisher took this number: take the next
-                        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
-                            raise
+            while True:
+                version = self._next_version(manifest.name)
+                try:
+                    os.rename(staging, versions_dir / str(version))  # never onto an existing version
+                    break
+                except OSError as exc:  # another publisher took this number: take the next
+                    if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                        raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return self.get(manifest.name, version)

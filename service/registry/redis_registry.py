@@ -6,7 +6,6 @@ Keys under `PREFIX` (one prefix per fleet or test):
   `P:m:<name>:versions`           zset version -> version
   `P:m:<name>:v:<n>`              hash: manifest (raw manifest.json), published_at, digest, chunks (json)
   `P:m:<name>:v:<n>:c:<file>:<i>` chunk i of one artifact file (CHUNK_BYTES each)
-  `P:m:<name>:digests`            hash manifest sha256 -> version (an artifact is published once)
   `P:m:<name>:aliases`            hash alias -> version
   `P:m:<name>:history`            list of AliasMove JSON
   `P:m:<name>:canary_share`       float string
@@ -56,12 +55,11 @@ STAGING_TTL_SECONDS = 3600
 STREAM_MAXLEN = 10_000
 T = TypeVar("T")
 
-# KEYS: versions zset, seq, digests, models set. ARGV: prefix, name, staging id, manifest, published_at,
-# digest, chunks json ({file: n}). Checks everything before the first write: Lua does not roll back.
+# KEYS: versions zset, seq, models set. ARGV: prefix, name, staging id, manifest, published_at, digest,
+# chunks json ({file: n}). Checks everything before the first write (Lua does not roll back) and never
+# writes over an existing version.
 _COMMIT = """
 local p, name, sid = ARGV[1], ARGV[2], ARGV[3]
-local dup = redis.call('HGET', KEYS[3], ARGV[6])
-if dup then return {-1, dup} end
 local chunks = cjson.decode(ARGV[7])
 for file, n in pairs(chunks) do
   for i = 0, n - 1 do
@@ -82,8 +80,7 @@ for file, n in pairs(chunks) do
 end
 redis.call('HSET', vk, 'manifest', ARGV[4], 'published_at', ARGV[5], 'digest', ARGV[6], 'chunks', ARGV[7])
 redis.call('ZADD', KEYS[1], v, v)
-redis.call('HSET', KEYS[3], ARGV[6], v)
-redis.call('SADD', KEYS[4], name)
+redis.call('SADD', KEYS[3], name)
 return {v, ''}
 """
 
@@ -102,7 +99,7 @@ redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '*', 'kind', 'alias', 'model
 return {1, gen}
 """
 
-# KEYS: aliases, versions zset, version hash, digests. ARGV: version. Refuses if any alias points at it.
+# KEYS: aliases, versions zset, version hash. ARGV: version. Refuses if any alias points at it.
 _DELETE_VERSION = """
 for _, v in ipairs(redis.call('HVALS', KEYS[1])) do
   if v == ARGV[1] then return 0 end
@@ -112,7 +109,6 @@ local chunks = cjson.decode(redis.call('HGET', KEYS[3], 'chunks'))
 for file, n in pairs(chunks) do
   for i = 0, n - 1 do redis.call('UNLINK', KEYS[3] .. ':c:' .. file .. ':' .. i) end
 end
-redis.call('HDEL', KEYS[4], redis.call('HGET', KEYS[3], 'digest'))
 redis.call('UNLINK', KEYS[3])
 redis.call('ZREM', KEYS[2], ARGV[1])
 return 1
@@ -247,15 +243,15 @@ class RedisRegistry(Registry):
         try:
             self._call(stage)
             keys = [self._k(manifest.name, "versions"), self._k(manifest.name, "seq")]
-            keys += [self._k(manifest.name, "digests"), f"{self.prefix}:models"]
+            keys.append(f"{self.prefix}:models")
             args = [self.prefix, manifest.name, sid, manifest_bytes, utcnow(), digest, json.dumps(chunks)]
             code, detail = self._call(lambda: self._commit(keys=keys, args=args))
         finally:
             self._call(lambda: self._drop_staging(staging, chunks))
-        if code == -1:
+        if code == -3:
             raise ConflictError(
-                f"this artifact is already {manifest.name} version {_s(detail)}; versions are immutable, "
-                "promote that one (or re-export to publish a new version)"
+                f"{manifest.name} version {_s(detail)} already exists and versions are immutable; nothing "
+                "was overwritten. The version counter was behind (restored backup?); publish again"
             )
         if code < 0:
             raise RegistryError(f"publish of {manifest.name} was not committed ({code}: {_s(detail)}); retry")
@@ -414,7 +410,6 @@ class RedisRegistry(Registry):
 
     def _delete_version(self, name: str, version: int) -> bool:
         keys = [self._k(name, "aliases"), self._k(name, "versions"), self._k(name, "v", version)]
-        keys.append(self._k(name, "digests"))
         return bool(self._call(lambda: self._delete(keys=keys, args=[version])))
 
     def delete_prefix(self) -> int:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from service.registry import IntegrityError, UnavailableError
+from service.registry import ConflictError, IntegrityError, UnavailableError
 from service.registry.redis_registry import RedisRegistry
 from tests.service.registry_fixtures import MODEL
 
@@ -44,6 +44,20 @@ def test_publish_that_dies_before_commit_leaves_nothing(
     assert list(redis_registry.client.scan_iter(match=f"{redis_registry.prefix}:*")) == []
     monkeypatch.undo()
     assert redis_registry.publish(artifacts[0]).version == 1
+
+
+def test_an_existing_version_is_never_overwritten(
+    redis_registry: RedisRegistry, artifacts: list[Path], tmp_path: Path
+) -> None:
+    redis_registry.publish(artifacts[0])
+    redis_registry.publish(artifacts[1])
+    redis_registry.client.set(redis_registry._k(MODEL, "seq"), 1)  # a counter behind (e.g. restored backup)
+    with pytest.raises(ConflictError, match="version 2 already exists"):
+        redis_registry.publish(artifacts[2])
+    pulled = redis_registry.pull(MODEL, 2, tmp_path / "v2")
+    assert (pulled / "policy.onnx").read_bytes() == (artifacts[1] / "policy.onnx").read_bytes()
+    assert list(redis_registry.client.scan_iter(match=f"{redis_registry.prefix}:staging:*")) == []
+    assert redis_registry.publish(artifacts[2]).version == 3  # the counter moved past it
 
 
 def test_moves_are_streamed_with_generation(redis_registry: RedisRegistry, artifacts: list[Path]) -> None:

@@ -18,12 +18,13 @@ def test_versions_are_numbered_per_model_and_immutable(any_registry: Registry, a
     assert (v1.version, v2.version) == (1, 2)
     assert any_registry.models() == [MODEL]
     assert [mv.version for mv in any_registry.versions(MODEL)] == [1, 2]
-    with pytest.raises(ConflictError, match="already pendulum-qipo version 1"):
-        any_registry.publish(artifacts[0])
-    assert [mv.version for mv in any_registry.versions(MODEL)] == [1, 2]
     assert any_registry.get(MODEL, 2).manifest.training_config == {"seed": 2}
     with pytest.raises(NotFoundError):
         any_registry.get(MODEL, 3)
+    # the same bytes again are a new version; version 1 is untouched
+    assert any_registry.publish(artifacts[0]).version == 3
+    assert [mv.version for mv in any_registry.versions(MODEL)] == [1, 2, 3]
+    assert any_registry.get(MODEL, 1).published_at < any_registry.get(MODEL, 3).published_at
 
 
 def test_promote_rollback_history_and_generation(any_registry: Registry, artifacts: list[Path]) -> None:
