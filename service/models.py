@@ -19,7 +19,7 @@ from typing import Any
 
 from service import canary
 from service.metrics import Metrics
-from service.registry import CANARY_ALIAS, Registry, UnavailableError
+from service.registry import CANARY_ALIAS, NotFoundError, Registry, UnavailableError
 from service.runtime import OnnxPolicy
 from service.settings import ServeSettings
 
@@ -198,7 +198,12 @@ class ModelManager:
             errors = []
             for slot, version in want.items():
                 if slot == "current" and version is None:
-                    continue  # the alias vanished: keep serving rather than go dark
+                    if self.current is None:  # say why nothing serves (no versions, no such alias …)
+                        try:
+                            self.registry.resolve(name, ref)
+                        except NotFoundError as exc:
+                            errors.append(str(exc))
+                    continue  # an alias that vanished: keep serving rather than go dark
                 if version is not None and version in self.failed:
                     errors.append(self.failed[version])
                     continue
