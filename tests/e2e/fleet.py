@@ -12,7 +12,6 @@ import itertools
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,12 +24,7 @@ import numpy as np
 import orjson
 
 from service.canary import routes_to_canary
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.helpers import free_port
 
 
 def _wait(check: object, timeout: float, what: str) -> None:
@@ -131,7 +125,7 @@ class Replica:
 def replicas(
     n: int, registry: str, prefix: str, workdir: Path, *, poll_seconds: float = 0.5, **env: str
 ) -> Iterator[list[Replica]]:
-    """Start `n` replica processes (uvicorn, 1 ORT thread each) and wait until each serves a model."""
+    """Start `n` replicas (`qipo serve`: uvicorn, 1 ORT thread) and wait until each serves a model."""
     started: list[Replica] = []
     try:
         for i in range(n):
@@ -149,17 +143,11 @@ def replicas(
             cmd = [
                 sys.executable,
                 "-m",
-                "uvicorn",
-                "service.app:create_app",
-                "--factory",
-                "--host",
-                "127.0.0.1",
+                "service.cli",
+                "serve",
                 "--port",
                 str(port),
-                "--log-level",
-                "warning",
-                "--no-access-log",
-            ]
+            ]  # JSON logs, as deployed
             proc = subprocess.Popen(cmd, env=environ, stdout=log.open("wb"), stderr=subprocess.STDOUT)
             started.append(Replica(f"http://127.0.0.1:{port}", proc, log))
         for rep in started:

@@ -3,6 +3,7 @@ version is refused and the old model keeps serving; Redis outages do not fail a 
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -90,9 +91,16 @@ def test_tampered_version_is_refused_and_old_model_keeps_serving(
             redis_registry.publish(artifacts[2])
             redis_registry.promote(MODEL, "production", 3)
             wait_for(lambda: rep.ready()["version"] == 3, 10, "swap to version 3")
+            wait_for(lambda: 3 in robot.versions, 10, "the robot served by version 3")
         assert rep.ready()["last_error"] is None
     assert robot.failed == [] and robot.ok > 0 and robot.versions == {1, 3}
-    assert "model load failed" in rep.log.read_text()
+    failures = [
+        json.loads(line)
+        for line in rep.log.read_text().splitlines()
+        if line.startswith("{") and "model load failed" in line
+    ]
+    assert failures and failures[0]["version"] == 2 and failures[0]["serving"] == 1
+    assert failures[0]["level"] == "error" and "tampered" in failures[0]["error"]
 
 
 def test_directory_registry_is_followed_by_polling(artifacts: list[Path], tmp_path: Path) -> None:
