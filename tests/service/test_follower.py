@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 
 from service.registry import DirectoryRegistry
 from service.registry.redis_registry import RedisRegistry
@@ -149,3 +150,52 @@ def test_redis_outage_no_failed_act_and_catch_up(artifacts: list[Path], tmp_path
     )
     assert killed >= 1
     assert robot.failed == [] and robot.ok > 50
+
+
+def test_manager_slots_pins_and_drain(artifacts: list[Path], tmp_path: Path) -> None:
+    """In-process: canary routing, pinned versions served from retired models until drained."""
+    from service import canary
+    from service.metrics import Metrics
+    from service.models import ModelManager, ModelNotLoaded
+    from service.settings import ServeSettings
+
+    reg = DirectoryRegistry(tmp_path / "registry")
+    for art in artifacts:
+        reg.publish(art)
+    reg.promote(MODEL, "production", 1)
+    canary.start(reg, MODEL, 3, 0.5)
+    settings = ServeSettings(
+        registry=str(reg.root),
+        cache_dir=tmp_path / "cache",
+        drain_seconds=5.0,
+        max_retired=1,
+        warmup_batches=1,
+    )
+    manager = ModelManager(settings, reg, Metrics())
+    assert manager.sync() is True and manager.sync() is False
+    assert (manager.current and manager.current.version, manager.canary_share) == (1, 0.5)
+    robots = [f"r{i}" for i in range(40)]
+    on_canary = {r for r in robots if canary.routes_to_canary(r, 0.5, MODEL, 3)}
+    assert 0 < len(on_canary) < len(robots)
+    for r in robots:
+        chosen = manager.choose(r)
+        assert chosen is not None and chosen.version == (3 if r in on_canary else 1)
+    assert manager.choose(None).version == 1  # type: ignore[union-attr]
+
+    reg.promote(MODEL, "production", 2)
+    manager.sync()
+    assert manager.current.version == 2 and sorted(manager.retired) == [1]  # type: ignore[union-attr]
+    assert manager.choose("r0", "1").version == 1  # type: ignore[union-attr]  # a pinned episode finishes on v1
+    assert manager.choose("r0", "production").version == 2  # type: ignore[union-attr]
+    assert manager.choose("r0", "canary").version == 3  # type: ignore[union-attr]
+    now = time.monotonic()
+    assert manager.release_drained(now + 4.0) == []  # still within the drain time
+    assert manager.release_drained(now + 6.0) == [1]
+    with pytest.raises(ModelNotLoaded, match=r"loaded versions: \[2, 3\]"):
+        manager.choose("r0", "1")
+
+    canary.promote(reg, MODEL)  # production takes the canary's already-loaded model: no reload
+    canary_model = manager.canary
+    manager.sync()
+    assert manager.current is canary_model and manager.canary is None and manager.canary_share == 0.0
+    assert sorted(manager.retired) == [2]
