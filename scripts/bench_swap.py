@@ -130,7 +130,7 @@ def main() -> int:
     swaps = swap_seconds(result)
     report = {
         "what": "p99 /act latency within `window_s` after each promotion vs steady p99, same run",
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "redis"},
+        "config": {k: v for k, v in vars(args).items() if k not in ("redis", "out")},
         "replicas": 2,
         "requests": len(result.observations),
         "failed": len(result.failed),

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from service.registry import ConflictError, NotFoundError, Registry, RegistryError
+from service.registry import ConflictError, DirectoryRegistry, NotFoundError, Registry, RegistryError
+from service.registry.redis_registry import RedisRegistry
 from tests.service.registry_fixtures import MODEL
 
 
@@ -45,6 +46,13 @@ def test_promote_rollback_history_and_generation(any_registry: Registry, artifac
         any_registry.promote(MODEL, "9lives", 1)
 
 
+def own_handle(reg: Registry) -> Registry:
+    if isinstance(reg, RedisRegistry):
+        return RedisRegistry(reg.url, prefix=reg.prefix)
+    assert isinstance(reg, DirectoryRegistry)
+    return DirectoryRegistry(reg.root)
+
+
 def test_two_promoters_race_exactly_one_wins(any_registry: Registry, artifacts: list[Path]) -> None:
     for art in artifacts:
         any_registry.publish(art)
@@ -57,9 +65,10 @@ def test_two_promoters_race_exactly_one_wins(any_registry: Registry, artifacts: 
         results: list[str] = []
 
         def promoter(target: int, expected: int, barrier: threading.Barrier, results: list[str]) -> None:
+            reg = own_handle(any_registry)  # each promoter has its own connection / file handles
             barrier.wait()
             try:
-                any_registry.set_alias(MODEL, "production", target, expected=expected, reason="race")
+                reg.set_alias(MODEL, "production", target, expected=expected, reason="race")
                 results.append(f"won {target}")
             except ConflictError:
                 results.append("lost")
