@@ -47,3 +47,42 @@ fmt: $(STAMP)
 
 clean:
 	rm -rf build .qipo-cache .pytest_cache .mypy_cache .ruff_cache
+
+# ---------------------------------------------------------------- deploy (issue 8)
+# The compose topology as local processes: Redis (if none answers), replicas on loopback, nginx, and
+# Prometheus; logs and pid files under $(STACK_DIR). Settings: see scripts/stack.sh.
+STACK_DIR ?= build/stack
+STACK_LB_PORT ?= 8080
+SCENARIO ?= steady
+.PHONY: stack-deps stack stack-down stack-restart stack-status loadtest lint-deploy
+
+# Debian's nginx (the balancer, and `nginx -t` in CI) and prometheus (+ promtool), installed when missing.
+stack-deps:
+	@missing=""; command -v nginx >/dev/null || missing="nginx"; \
+	command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+stack: $(STAMP) stack-deps
+	STACK_DIR=$(STACK_DIR) STACK_LB_PORT=$(STACK_LB_PORT) bash scripts/stack.sh up
+
+stack-down:
+	STACK_DIR=$(STACK_DIR) bash scripts/stack.sh down
+
+stack-restart:
+	STACK_DIR=$(STACK_DIR) bash scripts/stack.sh restart
+
+stack-status:
+	STACK_DIR=$(STACK_DIR) bash scripts/stack.sh status
+
+# A headless, bounded locust run against the running stack: SCENARIO=steady|ramp|upgrade.
+loadtest: $(STAMP)
+	QIPO_DURATION=$${QIPO_DURATION:-20} QIPO_LOCUST_SUMMARY=$(STACK_DIR)/loadtest-$(SCENARIO).json \
+	  $(BIN)/locust -f loadtests/$(SCENARIO).py --headless --only-summary \
+	  -H http://127.0.0.1:$(STACK_LB_PORT) --stop-timeout 5
+
+lint-deploy: $(STAMP) stack-deps
+	bash scripts/stack-lint.sh

@@ -67,7 +67,7 @@ render() {
   mkdir -p "$STACK_DIR/nginx/tmp" "$LOGS" "$PIDS" "$STACK_DIR/prometheus"
   local servers="" targets="" port
   for port in $STACK_API_PORTS; do
-    servers+="        server $STACK_HOST:$port max_fails=1 fail_timeout=2s;"$'\n'
+    servers+="        server $STACK_HOST:$port max_fails=0;"$'\n'
     targets+="${targets:+, }\"$STACK_HOST:$port\""
   done
   cp "$ROOT/deploy/nginx/qipo-proxy.conf" "$STACK_DIR/nginx/qipo-proxy.conf"
