@@ -16,8 +16,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 
 from service import __version__
+from service.admin import router as admin_router
+from service.follower import Follower, load_at_startup
 from service.metrics import Metrics
-from service.models import LoadedModel, ModelManager
+from service.models import LoadedModel, ModelManager, ModelNotLoaded
 from service.registry import open_registry
 from service.settings import ServeSettings
 from service.wire import ActRequest, ActResponse, Timing
@@ -66,25 +68,31 @@ class BodySizeLimit(BaseHTTPMiddleware):
 def create_app(settings: ServeSettings | None = None) -> FastAPI:
     settings = settings or ServeSettings()
     metrics = Metrics()
-    manager = ModelManager(settings, open_registry(settings.registry, settings.registry_prefix), metrics)
+    registry = open_registry(settings.registry, settings.registry_prefix)
+    manager = ModelManager(settings, registry, metrics)
+    follower = Follower(manager, registry, metrics, settings.registry_poll_seconds)
     rng = np.random.default_rng(settings.seed)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        try:
-            manager.load()
-        except Exception as exc:  # the server still starts; /readyz says why it is not ready
-            log.error("no model at start-up", extra={"error": str(exc)})
+        await load_at_startup(manager, follower, settings)  # never raises: /readyz says why if no model
         yield
+        follower.stop()
+        registry.close()
 
     app = FastAPI(title="QIPO policy server", version=__version__, lifespan=lifespan)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.state.manager = manager
     app.state.metrics = metrics
     app.state.settings = settings
+    app.state.follower = follower
+    app.include_router(admin_router)
 
-    def ready_model() -> LoadedModel:
-        model = manager.current
+    def ready_model(robot_id: str | None = None, ref: str | None = None) -> LoadedModel:
+        try:
+            model = manager.choose(robot_id, ref)
+        except ModelNotLoaded as exc:
+            raise HTTPException(409, detail=str(exc)) from exc
         if model is None:
             raise HTTPException(
                 503,
@@ -99,14 +107,8 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
 
     @app.get("/readyz")
     async def readyz() -> ORJSONResponse:
-        model = manager.current
-        body = {
-            "ready": model is not None,
-            "model": model.name if model else settings.model_name,
-            "version": model.version if model else None,
-            "last_error": manager.last_error,
-        }
-        return ORJSONResponse(body, status_code=200 if model else 503)
+        body = {**manager.status(), "registry": follower.status()}  # serving a verified model = ready
+        return ORJSONResponse(body, status_code=200 if body["ready"] else 503)
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
@@ -124,7 +126,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     @app.post("/act", response_model=ActResponse, response_class=ORJSONResponse)
     async def act(body: ActRequest) -> ORJSONResponse:
         start = time.perf_counter()
-        model = ready_model()
+        model = ready_model(body.robot_id, body.model)
         policy = model.policy
         try:
             states, field = as_state_matrix(body, policy.obs_dim)

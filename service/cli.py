@@ -156,6 +156,71 @@ def registry_pull(
     console.print(f"pulled {name} version {version} into {dest}")
 
 
+@registry_app.command("gc")
+def registry_gc(
+    name: str,
+    retention: Annotated[
+        float, typer.Option("--older-than", help="Keep versions published less than this many hours ago")
+    ] = 24 * 7,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list what would be removed")] = False,
+    registry: RegistryOpt = "./registry",
+    prefix: PrefixOpt = "qipo",
+) -> None:
+    """Remove versions no alias points to and older than the retention (the newest is always kept)."""
+    try:
+        removed = open_registry(registry, prefix).gc(name, retention * 3600.0, dry_run=dry_run)
+    except RegistryError as exc:
+        raise fail(str(exc)) from exc
+    verb = "would remove" if dry_run else "removed"
+    console.print(f"{name}: {verb} versions {removed}" if removed else f"{name}: nothing to remove")
+
+
+canary_app = typer.Typer(help="Route a share of robots to a candidate version, then promote or abort.")
+registry_app.add_typer(canary_app, name="canary")
+
+
+@canary_app.command("start")
+def canary_start(
+    name: str,
+    ref: Annotated[str, typer.Argument(help="Version number or alias to try")],
+    share: Annotated[float, typer.Option(help="Fraction of robots (by robot_id hash), 0..1")] = 0.1,
+    registry: RegistryOpt = "./registry",
+    prefix: PrefixOpt = "qipo",
+) -> None:
+    """Point the `canary` alias at a version; robots in `share` are served it (sticky by robot_id)."""
+    from service import canary
+
+    try:
+        move = canary.start(open_registry(registry, prefix), name, ref, share)
+    except RegistryError as exc:
+        raise fail(str(exc)) from exc
+    console.print(f"{name}:canary {move.from_version} -> {move.to_version} for {share:.0%} of robots")
+
+
+@canary_app.command("promote")
+def canary_promote(name: str, registry: RegistryOpt = "./registry", prefix: PrefixOpt = "qipo") -> None:
+    """Production takes the canary's version; the canary alias is removed."""
+    from service import canary
+
+    try:
+        move = canary.promote(open_registry(registry, prefix), name)
+    except RegistryError as exc:
+        raise fail(str(exc)) from exc
+    console.print(f"{name}:production {move.from_version} -> {move.to_version} (canary promoted)")
+
+
+@canary_app.command("abort")
+def canary_abort(name: str, registry: RegistryOpt = "./registry", prefix: PrefixOpt = "qipo") -> None:
+    """Remove the canary alias; its robots return to production."""
+    from service import canary
+
+    try:
+        move = canary.abort(open_registry(registry, prefix), name)
+    except RegistryError as exc:
+        raise fail(str(exc)) from exc
+    console.print(f"{name}: canary on version {move.from_version} aborted")
+
+
 def _missing_extra(ep: EntryPoint, exc: Exception) -> Any:
     def command(ctx: typer.Context) -> None:
         raise fail(
