@@ -111,10 +111,6 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
 # The CPU torch wheel: pass --build-arg PIP_EXTRA_INDEX_URL=<your CPU wheel index> to avoid a CUDA build.
 ARG PIP_EXTRA_INDEX_URL=""
 ARG TORCH_SPEC=torch==2.13.0
-# Small budgets: the demo only has to act sensibly, `make demo` trains the full one.
-ARG DEMO_BEHAVIOR_STEPS=2000
-ARG DEMO_CRITIC_STEPS=2000
-ARG DEMO_IMPROVE_STEPS=1000
 WORKDIR /src
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
@@ -129,12 +125,15 @@ RUN mkdir -p service training \
     && rm -rf service training build ./*.egg-info
 COPY service/ service/
 COPY training/ training/
+COPY configs/ configs/
+# The same recipe as `make demo` (scripts/demo.sh): BC warm-up, then QIPO-OT from it, then export.
 RUN pip install --no-deps . \
-    && qipo data make pendulum --out /build/data --kinds mixed --episodes 100 \
-    && qipo train /build/data/pendulum/mixed-v0 --out /build/run --threads 2 --eval-episodes 5 \
-        --behavior-steps "${DEMO_BEHAVIOR_STEPS}" --critic-steps "${DEMO_CRITIC_STEPS}" \
-        --improve-steps "${DEMO_IMPROVE_STEPS}" \
-    && qipo export /build/run --out /demo
+    && qipo data make pendulum --out /build/data --kinds mixed \
+    && qipo train /build/data/pendulum/mixed-v0 --out /build/runs/bc --config configs/pendulum-demo.json \
+        --algo bc --eval-episodes 0 --threads 2 \
+    && qipo train /build/data/pendulum/mixed-v0 --out /build/runs/qipo --config configs/pendulum-demo.json \
+        --behavior-from /build/runs/bc --eval-episodes 10 --threads 2 \
+    && qipo export /build/runs/qipo --out /demo --name pendulum-qipo
 
 # ---------------------------------------------------------------- one-shot publisher (compose)
 FROM serve AS publisher

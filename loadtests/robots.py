@@ -58,6 +58,7 @@ class RunRecord:
     def summary(self, env: Environment) -> dict[str, Any]:
         total = env.stats.total
         return {
+            "started_at": self.started,
             "control_hz": CONTROL_HZ,
             "deadline_ms": DEADLINE_MS,
             "duration_s": round(time.time() - self.started, 2),

@@ -2,7 +2,8 @@
 
 At QIPO_UPGRADE_AT × duration (default 0.3) the alias QIPO_MODEL_REF (default production) of
 QIPO_MODEL_NAME is promoted to QIPO_UPGRADE_TO (default: the newest version); at QIPO_ROLLBACK_AT
-(default 0.65) it is rolled back. Replicas follow the registry on their own (hot reload), so the robots
+(default 0.65) it is rolled back. QIPO_ROBOTS robots (default 10), reached over QIPO_RAMP_S seconds.
+Replicas follow the registry on their own (hot reload), so the robots
 must see the version change with no failed request. QIPO_UPGRADE_MODE=restart instead runs
 QIPO_RESTART_CMD (default `scripts/stack.sh restart`, a rolling restart) after each alias move, for
 builds whose replicas do not follow the registry.
@@ -33,13 +34,18 @@ class UpgradeRobot(Robot):
     pass
 
 
-class Steady(LoadTestShape):
+class SteadyAfterRamp(LoadTestShape):
+    """QIPO_ROBOTS robots, reached linearly over QIPO_RAMP_S seconds (default 0: all at once)."""
+
     robots = int(env_float("QIPO_ROBOTS", 10))
+    ramp_s = env_float("QIPO_RAMP_S", 0)
 
     def tick(self) -> tuple[int, float] | None:
-        if self.get_run_time() >= DURATION:
+        t = self.get_run_time()
+        if t >= DURATION:
             return None
-        return self.robots, max(1.0, self.robots / 2.0)
+        frac = 1.0 if self.ramp_s <= 0 else min(1.0, t / self.ramp_s)
+        return max(1, round(frac * self.robots)), max(1.0, self.robots / 2.0)
 
 
 def _after_move() -> None:
