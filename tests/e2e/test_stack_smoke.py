@@ -36,5 +36,5 @@ def test_locust_steady_smoke(
     assert summary["failures"] == 0
     assert summary["requests"] >= 3 * 3 * 10, summary  # ≥ 20% of 3 robots × 50 Hz × 3 s on a busy box
     assert summary["versions_served"] == {str(version): summary["requests"] - 3}  # minus 3 GET /v1/models
-    assert 0 <= summary["p50_ms"] <= summary["p99_ms"] <= summary["max_ms"]
+    assert 0 <= summary["p50_ms"] <= summary["p99_ms"]
     assert "qipo-robots summary" in run.stdout + run.stderr
