@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from locust import FastHttpUser, constant_pacing, events, task
+from locust import FastHttpUser, LoadTestShape, constant_pacing, events, task
 from locust.env import Environment
 
 CONTROL_HZ = float(os.environ.get("QIPO_ROBOT_HZ", "50"))
@@ -154,3 +154,19 @@ def _report(environment: Environment, **_: Any) -> None:
 
 def env_float(name: str, default: float) -> float:
     return float(os.environ.get(name, default))
+
+
+class RampThenHold(LoadTestShape):
+    """`robots` robots reached linearly over `ramp_s` seconds (0: all at once), held until `duration`."""
+
+    abstract = True
+    robots = 10
+    ramp_s = 0.0
+    duration = 30.0
+
+    def tick(self) -> tuple[int, float] | None:
+        t = self.get_run_time()
+        if t >= self.duration:
+            return None
+        frac = 1.0 if self.ramp_s <= 0 else min(1.0, t / self.ramp_s)
+        return max(1, round(frac * self.robots)), max(1.0, self.robots / 2.0)

@@ -20,10 +20,10 @@ import time
 from typing import Any
 
 import gevent
-from locust import LoadTestShape, events
+from locust import events
 from locust.env import Environment
 from locust.runners import WorkerRunner
-from robots import RECORD, Robot, env_float
+from robots import RECORD, RampThenHold, Robot, env_float
 
 from service.registry import open_registry
 
@@ -34,18 +34,10 @@ class UpgradeRobot(Robot):
     pass
 
 
-class SteadyAfterRamp(LoadTestShape):
-    """QIPO_ROBOTS robots, reached linearly over QIPO_RAMP_S seconds (default 0: all at once)."""
-
+class SteadyAfterRamp(RampThenHold):
     robots = int(env_float("QIPO_ROBOTS", 10))
     ramp_s = env_float("QIPO_RAMP_S", 0)
-
-    def tick(self) -> tuple[int, float] | None:
-        t = self.get_run_time()
-        if t >= DURATION:
-            return None
-        frac = 1.0 if self.ramp_s <= 0 else min(1.0, t / self.ramp_s)
-        return max(1, round(frac * self.robots)), max(1.0, self.robots / 2.0)
+    duration = DURATION
 
 
 def _after_move() -> None:
