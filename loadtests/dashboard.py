@@ -10,6 +10,7 @@ view of the data and the queries, not a Grafana screenshot.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import re
 import time
@@ -54,17 +55,22 @@ def draw_timeseries(ax: Axes, series: list[tuple[str, list[float], list[float]]]
 
 
 def draw_state_timeline(ax: Axes, series: list[tuple[dict[str, str], list[float], list[float]]]) -> None:
-    """One row per instance, coloured by the version in its qipo_model_info (a Grafana state timeline)."""
-    instances = sorted({labels.get("instance", "?") for labels, _, _ in series})
+    """One row per (instance, version) series, filled where it is 1, as Grafana's state timeline draws it.
+
+    A replaced version stays at 1 while it drains (pinned robots may still use it), so rows overlap in time.
+    """
     versions = sorted({labels.get("version", "?") for labels, _, _ in series}, key=lambda v: (len(v), v))
     colours = {v: plt.get_cmap("tab10")(i % 10) for i, v in enumerate(versions)}
-    for labels, ts, vs in series:
-        row = instances.index(labels.get("instance", "?"))
+    rows = sorted(
+        series, key=lambda s: (s[0].get("instance", ""), len(s[0].get("version", "")), s[0].get("version"))
+    )
+    for row, (labels, ts, vs) in enumerate(rows):
         on = [t for t, v in zip(ts, vs, strict=True) if v == 1]
-        ax.broken_barh([(t, 1.0) for t in on], (row - 0.35, 0.7), color=colours[labels.get("version", "?")])
-    ax.set_yticks(range(len(instances)), instances, fontsize=7)
-    handles = [plt.Rectangle((0, 0), 1, 1, color=colours[v]) for v in versions]
-    ax.legend(handles, [f"version {v}" for v in versions], fontsize=6, loc="upper right", frameon=False)
+        step = min((b - a for a, b in itertools.pairwise(ts)), default=1.0)
+        ax.broken_barh([(t, step) for t in on], (row - 0.35, 0.7), color=colours[labels.get("version", "?")])
+    names = [f"{labels.get('instance', '?')} v{labels.get('version', '?')}" for labels, _, _ in rows]
+    ax.set_yticks(range(len(rows)), names, fontsize=7)
+    ax.set_ylim(-0.6, len(rows) - 0.4)
 
 
 def render(
@@ -78,13 +84,15 @@ def render(
     step = max(1.0, (end - start) / 300)
     for panel in panels:
         g = panel["gridPos"]
-        pad = 0.012
+        top, pad = 0.955, 0.012  # room for the title; Grafana's grid is 24 columns wide
         rect = (
-            g["x"] / 24 + pad,
-            1 - (g["y"] + g["h"]) / rows + 2.4 * pad,
-            g["w"] / 24 - 2 * pad,
-            g["h"] / rows - 4.2 * pad,
+            g["x"] / 24 + 3 * pad,
+            top - (g["y"] + g["h"]) / rows * top + 2.4 * pad,
+            g["w"] / 24 - 4 * pad,
+            g["h"] / rows * top - 4.2 * pad,
         )
+        if panel["type"] == "state-timeline":  # room for the row names
+            rect = (rect[0] + 0.045, rect[1], rect[2] - 0.045, rect[3])
         ax = fig.add_axes(rect, facecolor="#181b1f")
         ax.set_title(panel["title"], fontsize=9, loc="left")
         ax.tick_params(labelsize=6)
@@ -109,6 +117,7 @@ def render(
                         name = legend(target["legendFormat"], s["metric"])
                         series.append((name, [t for t, _ in pts], [v for _, v in pts]))
             draw_timeseries(ax, series, panel["fieldConfig"]["defaults"].get("unit", "none"))
+            ax.set_ylim(bottom=0)
         for event in events:
             ax.axvline(event["t"], color="#ff9830", lw=0.8, ls="--")
         ax.set_xlim(0, end - start)
