@@ -56,11 +56,13 @@ STACK_LB_PORT ?= 8080
 SCENARIO ?= steady
 .PHONY: stack-deps stack stack-down stack-restart stack-status loadtest lint-deploy
 
-# Debian's nginx (the balancer, and `nginx -t` in CI) and prometheus (+ promtool), installed when missing.
+# Debian's nginx (the balancer, and `nginx -t` in CI), prometheus (+ promtool), redis-server and dnsmasq
+# (stands in for Docker's DNS in tests/e2e/test_stack_compose_lb.py), installed when missing.
 stack-deps:
 	@missing=""; command -v nginx >/dev/null || missing="nginx"; \
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v dnsmasq >/dev/null || missing="$$missing dnsmasq-base"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
