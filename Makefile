@@ -53,8 +53,10 @@ clean:
 # Prometheus; logs and pid files under $(STACK_DIR). Settings: see scripts/stack.sh.
 STACK_DIR ?= build/stack
 STACK_LB_PORT ?= 8080
+STACK_PROM_PORT ?= 9090
 SCENARIO ?= steady
-.PHONY: stack-deps stack stack-down stack-restart stack-status loadtest lint-deploy
+DASHBOARD_SECONDS ?= 120
+.PHONY: stack-deps stack stack-down stack-restart stack-status loadtest stack-dashboard lint-deploy
 
 # Debian's nginx (the balancer, and `nginx -t` in CI), prometheus (+ promtool), redis-server and dnsmasq
 # (stands in for Docker's DNS in tests/e2e/test_stack_compose_lb.py), installed when missing.
@@ -69,7 +71,7 @@ stack-deps:
 	fi
 
 stack: $(STAMP) stack-deps
-	STACK_DIR=$(STACK_DIR) STACK_LB_PORT=$(STACK_LB_PORT) bash scripts/stack.sh up
+	STACK_DIR=$(STACK_DIR) STACK_LB_PORT=$(STACK_LB_PORT) STACK_PROM_PORT=$(STACK_PROM_PORT) bash scripts/stack.sh up
 
 stack-down:
 	STACK_DIR=$(STACK_DIR) bash scripts/stack.sh down
@@ -83,8 +85,14 @@ stack-status:
 # A headless, bounded locust run against the running stack: SCENARIO=steady|ramp|upgrade.
 loadtest: $(STAMP)
 	QIPO_DURATION=$${QIPO_DURATION:-20} QIPO_LOCUST_SUMMARY=$(STACK_DIR)/loadtest-$(SCENARIO).json \
+	  QIPO_REGISTRY=$${QIPO_REGISTRY:-redis://127.0.0.1:6379/0} QIPO_REGISTRY_PREFIX=$${QIPO_REGISTRY_PREFIX:-qipo-stack} \
 	  $(BIN)/locust -f loadtests/$(SCENARIO).py --headless --only-summary \
 	  -H http://127.0.0.1:$(STACK_LB_PORT) --stop-timeout 5
+
+# Every panel of the Grafana dashboard, drawn from the stack's Prometheus (Grafana is not on Debian).
+stack-dashboard: $(STAMP)
+	$(BIN)/python loadtests/dashboard.py --prometheus http://127.0.0.1:$(STACK_PROM_PORT) \
+	  --last $(DASHBOARD_SECONDS) --out docs/bench/dashboard.png
 
 lint-deploy: $(STAMP) stack-deps
 	bash scripts/stack-lint.sh
