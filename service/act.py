@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from service import codec
 from service.batcher import BatchError, MicroBatcher
 from service.metrics import Metrics
-from service.models import LoadedModel, ModelManager
+from service.models import LoadedModel, ModelManager, ModelNotLoaded
 from service.settings import ServeSettings
 from service.wire import ActRequest, ActResponse
 
@@ -144,20 +144,17 @@ class ActService:
         return reply
 
 
-def pick_served(manager: ModelManager, settings: ServeSettings) -> ModelPicker:
-    """Default routing: the one model this replica serves; `model` must name it (alias, version or name)."""
+def pick_served(manager: ModelManager) -> ModelPicker:
+    """Default routing (`ModelManager.choose`): `model` pins an alias or version this replica has loaded,
+    else a canary share by `robot_id` (sticky), else the current model."""
 
     def pick(body: ActRequest) -> LoadedModel:
-        model = manager.current
+        try:
+            model = manager.choose(body.robot_id, body.model)
+        except ModelNotLoaded as exc:
+            raise ActError(409, str(exc)) from None
         if model is None:
             raise ActError(503, f"no model loaded: {manager.last_error or 'loading'}", {"Retry-After": "1"})
-        if body.model is not None and body.model not in (settings.model_ref, str(model.version), model.name):
-            raise unprocessable(
-                "model",
-                f"{body.model!r} is not served here: this replica serves {model.name} "
-                f"version {model.version} "
-                f"({settings.model_ref!r}); omit `model` or ask for one of those",
-            )
         return model
 
     return pick
@@ -176,6 +173,7 @@ ACT_OPENAPI: dict[str, Any] = {
     }
 }
 ACT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    409: {"description": "`model` names an alias or version this replica has not loaded"},
     413: {"description": "Body larger than max_body_bytes"},
     415: {"description": "Content-Type is neither application/json nor application/msgpack"},
     422: {"description": "Invalid request: the detail names the field and why"},

@@ -20,9 +20,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service import __version__
 from service.act import ActService, pick_served
 from service.act import router as act_router
+from service.admin import router as admin_router
 from service.batcher import BatchConfig, Executor, MicroBatcher
+from service.follower import Follower, load_at_startup
 from service.metrics import Metrics
-from service.models import ModelManager
+from service.models import ModelManager, ModelNotLoaded
 from service.registry import open_registry
 from service.settings import ServeSettings
 
@@ -98,21 +100,18 @@ async def healthz() -> dict[str, str]:
 @probes.get("/readyz", summary="A verified model is loaded (503 with the reason if not)")
 async def readyz(request: Request) -> Response:
     manager: ModelManager = request.app.state.manager
-    settings: ServeSettings = request.app.state.settings
-    model = manager.current
-    body = {
-        "ready": model is not None,
-        "model": model.name if model else settings.model_name,
-        "version": model.version if model else None,
-        "last_error": manager.last_error,
-    }
-    return Response(orjson.dumps(body), 200 if model else 503, media_type="application/json")
+    follower: Follower = request.app.state.follower
+    body = {**manager.status(), "registry": follower.status()}  # serving a verified model = ready
+    return Response(orjson.dumps(body), 200 if body["ready"] else 503, media_type="application/json")
 
 
 @probes.get("/v1/models", summary="The loaded model and its manifest")
 async def models(request: Request) -> dict[str, Any]:
     manager: ModelManager = request.app.state.manager
-    model = manager.current
+    try:
+        model = manager.choose()
+    except ModelNotLoaded as exc:
+        raise HTTPException(409, detail=str(exc)) from exc
     if model is None:
         raise HTTPException(
             503, detail=f"no model loaded: {manager.last_error or 'loading'}", headers={"Retry-After": "1"}
@@ -133,7 +132,9 @@ async def prometheus(request: Request) -> Response:
 def create_app(settings: ServeSettings | None = None) -> FastAPI:
     settings = settings or ServeSettings.model_validate({})  # env + .env; model_validate keeps mypy quiet
     metrics = Metrics()
-    manager = ModelManager(settings, open_registry(settings.registry, settings.registry_prefix), metrics)
+    registry = open_registry(settings.registry, settings.registry_prefix)
+    manager = ModelManager(settings, registry, metrics)
+    follower = Follower(manager, registry, metrics, settings.registry_poll_seconds)
     batcher = MicroBatcher(
         BatchConfig(
             max_batch_size=settings.max_batch_size,
@@ -148,16 +149,15 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        try:
-            manager.load()
-        except Exception as exc:  # the server still starts; /readyz says why it is not ready
-            log.error("no model at start-up", extra={"error": str(exc)})
+        await load_at_startup(manager, follower, settings)  # never raises: /readyz says why if no model
         if settings.gc_freeze:
             # Start-up objects (modules, sessions, the app) never die: keep them out of every GC pass.
             gc.collect()
             gc.freeze()
         yield
+        follower.stop()
         drained = await batcher.drain(settings.drain_timeout_s)
+        registry.close()
         log.info("shut down", extra={"drained": drained})
 
     app = FastAPI(title="QIPO policy server", version=__version__, lifespan=lifespan)
@@ -166,9 +166,13 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.manager = manager
     app.state.batcher = batcher
-    app.state.act = ActService(settings, metrics, manager, batcher, pick_served(manager, settings))
-    app.include_router(act_router)  # first: routes are matched in order and /act is the hot one
-    app.include_router(probes)
+    app.state.follower = follower
+    app.state.act = ActService(settings, metrics, manager, batcher, pick_served(manager))
+    # Routes go straight onto the app (FastAPI ≥0.165 would nest an included router as one opaque entry,
+    # hiding its paths from `app.routes`); /act first, since routes are matched in order.
+    for router in (act_router, probes):
+        app.router.routes.extend(router.routes)
+    app.include_router(admin_router)
     app.openapi = lambda: openapi_with_dims(app, manager)  # type: ignore[method-assign]
     return app
 

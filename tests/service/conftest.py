@@ -1,4 +1,5 @@
-"""Serving fixtures: a small exported artifact, a directory registry that serves it, a real uvicorn server.
+"""Fixtures for the tests in this folder: registry fixtures (artifacts, isolated Redis prefixes), and for
+serving a small exported artifact, a directory registry that serves it and a real uvicorn server.
 
 The artifact is an untrained FlowPolicy exported with the real exporter: serving does not care whether the
 weights are good, and building it takes a second instead of a training run.
@@ -19,6 +20,7 @@ import uvicorn
 
 from service.settings import ServeSettings
 from tests.helpers import free_port
+from tests.service.registry_fixtures import any_registry, artifacts, redis_registry  # noqa: F401
 
 MODEL = "pendulum-qipo"
 

@@ -116,7 +116,6 @@ def test_impossible_deadline_gets_504_without_action(server: Running) -> None:
         ({"state": STATE, "seed": -1}, "seed"),
         ({"state": STATE, "deadline_ms": 0}, "deadline_ms"),
         ({"state": STATE, "extra": 1}, "extra"),
-        ({"state": STATE, "model": "canary"}, "model"),
     ],
 )
 def test_bad_input_is_422_naming_the_field(
@@ -128,6 +127,12 @@ def test_bad_input_is_422_naming_the_field(
     assert detail[0]["msg"]
     if field is not None:
         assert detail[0]["loc"][:2] == ["body", field]
+
+
+def test_model_not_loaded_here_is_409(server: Running) -> None:
+    r = post(server.url, {"state": STATE, "model": "canary"})
+    assert r.status_code == 409 and "canary" in r.json()["detail"]
+    assert post(server.url, {"state": STATE, "model": "production"}).status_code == 200
 
 
 def test_nan_is_422_in_msgpack_and_json(server: Running) -> None:
