@@ -11,9 +11,9 @@ GPUs, where a bigger batch is nearly free.
 
 Where the ONNX call runs (`executor`): "inline" (default) runs it on the event loop; "thread" hands the
 batch to one worker thread, so the loop keeps reading requests while ONNX Runtime (which releases the GIL)
-computes, with at most one batch in flight. On 2 CPU cores inline costs the least server CPU per request
-at 1, 16 and 64 clients (docs/bench/serve.md); "thread" is for a GPU or a model whose call is long enough
-that stalling the loop for it hurts more than the thread hop.
+computes, with at most one batch in flight. On 2 CPU cores the two cost the same server CPU per request
+within the run-to-run noise (docs/bench/serve.md), so the default is the one with fewer moving parts;
+"thread" is for a GPU or a model whose call is long enough that stalling the loop for it hurts.
 
 Rows are independent in the graph and ONNX Runtime's CPU kernels give bit-identical rows whatever the batch,
 so a request gets the same action for the same seed alone or batched (tested).

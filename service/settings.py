@@ -49,7 +49,7 @@ class ServeSettings(BaseSettings):
     batch_executor: str = Field(
         default="inline",
         pattern="^(inline|thread)$",
-        description="Run ONNX inline on the event loop (least CPU per request) or in one worker thread",
+        description="Run ONNX inline on the event loop, or in one worker thread (GPU, long calls)",
     )
     drain_timeout_s: float = Field(
         default=10.0, ge=0, description="On shutdown, wait this long for in-flight requests"
