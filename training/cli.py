@@ -33,7 +33,9 @@ def set_threads(threads: int | None) -> None:
 def data_make(
     env: Annotated[str, typer.Argument(help="pendulum")] = "pendulum",
     out: Annotated[Path, typer.Option(help="Root directory of the Minari datasets")] = Path("data"),
-    kinds: Annotated[str, typer.Option(help="Comma-separated: expert,medium,random,mixed")] = "expert,medium,random,mixed",
+    kinds: Annotated[
+        str, typer.Option(help="Comma-separated: expert,medium,random,mixed")
+    ] = "expert,medium,random,mixed",
     episodes: Annotated[int, typer.Option(min=1, help="Episodes per dataset (200 steps each)")] = 100,
     seed: int = 0,
 ) -> None:
@@ -146,7 +148,9 @@ def train_command(
 
         result = evaluate(trainer.policy().act_numpy, ds.env_id, eval_episodes, seed=cfg.seed + 10_000)
         (out / "eval.json").write_text(json.dumps(result, indent=2))
-        console.print(f"[bold]{cfg.algo}[/] {ds.name}: return {result['mean_return']:.1f} ± {result['std_return']:.1f}")
+        console.print(
+            f"[bold]{cfg.algo}[/] {ds.name}: return {result['mean_return']:.1f} ± {result['std_return']:.1f}"
+        )
     console.print(f"run saved in {out}")
 
 
@@ -191,24 +195,50 @@ def _act_fn_for(path: Path) -> tuple[Any, str]:
     return policy.act_numpy, f"{path.name} ({cfg.algo})"
 
 
+def _evaluate_server(url: str, env: str, episodes: int, seed: int) -> tuple[dict[str, Any], str]:
+    """Closed loop through the server: one request per robot and step with seed=step_seed(...), so the
+    returns equal an in-process evaluation of the same artifact."""
+    from service.client import NoAction, SeededActor, ServerError
+    from training.eval import evaluate
+
+    actor = SeededActor(url)
+    try:
+        return evaluate(None, env, episodes, seed, seeded_act=actor), f"{url} (server)"
+    except (NoAction, ServerError) as exc:
+        raise fail(f"server {url}: {exc}") from exc
+    finally:
+        actor.close()
+
+
 def eval_command(
-    runs: Annotated[list[Path], typer.Argument(help="Run directories or exported artifact directories")],
+    runs: Annotated[
+        list[Path] | None, typer.Argument(help="Run directories or exported artifact directories")
+    ] = None,
     env: Annotated[str, typer.Option(help="gymnasium env id")] = "Pendulum-v1",
     episodes: Annotated[int, typer.Option(min=1)] = 10,
     seed: int = 10_000,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the results here")] = None,
+    server: Annotated[
+        str | None, typer.Option("--server", help="Also evaluate the policy served at this URL (POST /act)")
+    ] = None,
 ) -> None:
     """Evaluate policies in gymnasium with fixed seeds and print them side by side."""
     from training.eval import evaluate
 
+    if not runs and not server:
+        raise fail("nothing to evaluate: give run/artifact directories and/or --server URL")
     table = Table("policy", "mean return", "std", "normalised (own refs)", "episodes")
     results = {}
-    for path in runs:
-        try:
-            act, label = _act_fn_for(path)
-        except (FileNotFoundError, ValueError) as exc:
-            raise fail(str(exc)) from exc
-        res = evaluate(act, env, episodes, seed)
+    targets: list[Path | str] = [*(runs or []), *([server] if server else [])]
+    for path in targets:
+        if isinstance(path, str):
+            res, label = _evaluate_server(path, env, episodes, seed)
+        else:
+            try:
+                act, label = _act_fn_for(path)
+            except (FileNotFoundError, ValueError) as exc:
+                raise fail(str(exc)) from exc
+            res = evaluate(act, env, episodes, seed)
         results[str(path)] = res
         score = res["normalized_score"]
         table.add_row(
@@ -227,6 +257,7 @@ def export_command(
     run: Annotated[Path, typer.Argument(help="Run directory written by `qipo train`")],
     out: Annotated[Path, typer.Option(help="Artifact directory to write")],
     name: Annotated[str, typer.Option(help="Model name in the registry")] = "pendulum-qipo",
+    scores: Annotated[Path | None, typer.Option(help="`qipo eval --json` output to record")] = None,
 ) -> None:
     """Export the K-step sampler to ONNX with a manifest (parity-checked against torch)."""
     from training.export import ExportError, export_artifact
@@ -237,7 +268,12 @@ def export_command(
     except (FileNotFoundError, ValueError) as exc:
         raise fail(str(exc)) from exc
     dataset = json.loads((run / "dataset.json").read_text()) if (run / "dataset.json").exists() else {}
-    scores = json.loads((run / "eval.json").read_text()) if (run / "eval.json").exists() else {}
+    recorded: dict[str, Any] = {}
+    if scores is not None:  # `qipo eval --json` keys results by path: keep this run's entry
+        by_path = json.loads(scores.read_text())
+        recorded = next((v for k, v in by_path.items() if Path(k).resolve() == run.resolve()), {})
+    elif (run / "eval.json").exists():
+        recorded = json.loads((run / "eval.json").read_text())
     variant = "bc" if cfg.algo == "bc" else cfg.variant
     try:
         manifest = export_artifact(
@@ -247,7 +283,7 @@ def export_command(
             variant=variant,
             training_config=cfg.model_dump(mode="json"),
             dataset=dataset,
-            scores=scores,
+            scores=recorded,
         )
     except ExportError as exc:
         raise fail(str(exc)) from exc

@@ -33,7 +33,9 @@ class QIPOConfig(BaseModel):
     # Policy improvement.
     beta: float = Field(3.0, ge=0, description="Inverse temperature of softmax(β·Q) over a support set")
     support_size: int = Field(16, ge=1, description="M policy samples per state (+ the dataset action)")
-    renew_every: int = Field(2_000, ge=1, description="K_renew: rebuild every support set after this many steps")
+    renew_every: int = Field(
+        2_000, ge=1, description="K_renew: rebuild every support set after this many steps"
+    )
     # Critic (QGPO in-support softmax Q-learning).
     critic_kind: Literal["softmax-q", "iql"] = "softmax-q"
     beta_q: float = Field(1.0, ge=0)
@@ -48,7 +50,9 @@ class QIPOConfig(BaseModel):
     lr: float = Field(3e-4, gt=0)
     lr_schedule: Literal["cosine", "constant"] = "cosine"
     batch_size: int = Field(256, ge=1, description="Transitions per behaviour / critic step")
-    improve_batch_size: int = Field(64, ge=1, description="States per improvement step (each with M+1 actions)")
+    improve_batch_size: int = Field(
+        64, ge=1, description="States per improvement step (each with M+1 actions)"
+    )
     grad_clip: float | None = Field(10.0, gt=0)
     network: NetworkConfig = NetworkConfig()
     # Sampling.

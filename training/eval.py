@@ -15,6 +15,9 @@ from tqdm import tqdm
 from training.data import pendulum
 
 ActFn = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (states [B,S], noise [B,A]) -> actions [B,A]
+# (states [B,S], per-row step seeds [B]) -> actions [B,A]: a policy that draws its own noise from the seed,
+# e.g. the server (`service.client.SeededActor`), which then reproduces an in-process evaluation exactly.
+SeededActFn = Callable[[np.ndarray, list[int]], np.ndarray]
 
 # Our own reference returns per env (random, expert), for a 0–100 normalised score.
 OWN_REFS: dict[str, tuple[float, float]] = {pendulum.ENV_ID: (pendulum.REF_RANDOM, pendulum.REF_EXPERT)}
@@ -41,7 +44,12 @@ def normalized_score(env_id: str, ret: float) -> float | None:
 
 
 def evaluate(
-    act: ActFn, env_id: str, episodes: int = 10, seed: int = 0, progress: bool = True
+    act: ActFn | None,
+    env_id: str,
+    episodes: int = 10,
+    seed: int = 0,
+    progress: bool = True,
+    seeded_act: SeededActFn | None = None,
 ) -> dict[str, Any]:
     """Run `episodes` episodes with env seeds seed..seed+episodes-1; returns mean/std return and score."""
     import gymnasium as gym
@@ -55,7 +63,11 @@ def evaluate(
     bar = tqdm(desc=f"eval {env_id}", unit="step", disable=not progress, leave=False)
     while active:
         states = np.stack([obs[i] for i in active]).astype(np.float32)
-        actions = act(states, step_noise(seed, active, step, act_dim))
+        if seeded_act is not None:
+            actions = seeded_act(states, [step_seed(seed, i, step) for i in active])
+        else:
+            assert act is not None, "pass act or seeded_act"
+            actions = act(states, step_noise(seed, active, step, act_dim))
         still = []
         for row, i in enumerate(active):
             obs[i], reward, terminated, truncated, _ = envs[i].step(actions[row])

@@ -12,6 +12,8 @@ from torch import Tensor, nn
 
 
 class GaussianFourierTime(nn.Module):
+    freqs: Tensor
+
     def __init__(self, dim: int = 32, scale: float = 16.0) -> None:
         super().__init__()
         self.register_buffer("freqs", torch.randn(dim // 2) * scale, persistent=True)

@@ -14,6 +14,11 @@ from training.paths import ProbabilityPath
 class Normalizer(nn.Module):
     """Observation standardisation and action scaling to [−1, 1], stored as buffers (exported in-graph)."""
 
+    obs_mean: Tensor
+    obs_std: Tensor
+    act_low: Tensor
+    act_high: Tensor
+
     def __init__(self, obs_mean: np.ndarray, obs_std: np.ndarray, low: np.ndarray, high: np.ndarray) -> None:
         super().__init__()
         self.register_buffer("obs_mean", torch.as_tensor(obs_mean, dtype=torch.float32))
@@ -35,9 +40,7 @@ class Normalizer(nn.Module):
         return self.act_low + (x.clamp(-1.0, 1.0) + 1) * 0.5 * (self.act_high - self.act_low)
 
 
-def integrate(
-    net: VelocityNet, path: ProbabilityPath, s_norm: Tensor, noise: Tensor, steps: int
-) -> Tensor:
+def integrate(net: VelocityNet, path: ProbabilityPath, s_norm: Tensor, noise: Tensor, steps: int) -> Tensor:
     """K solver steps of the path from noise to a unit-box action (unrolled when exported)."""
 
     def fn(x: Tensor, t: float) -> Tensor:
@@ -52,6 +55,9 @@ def integrate(
 
 class FlowPolicy(nn.Module):
     """state [B, S] (raw), noise [B, A] → action [B, A] (env units, within bounds)."""
+
+    net: VelocityNet
+    normalizer: Normalizer
 
     def __init__(self, net: VelocityNet, normalizer: Normalizer, path: ProbabilityPath, steps: int) -> None:
         super().__init__()

@@ -64,7 +64,9 @@ class QIPOTrainer:
         self.d = torch.as_tensor(dataset.terminals, dtype=torch.float32)
         self.path = make_path(cfg.variant)
         net_cfg = cfg.network
-        self.net = VelocityNet(dataset.obs_dim, dataset.act_dim, net_cfg.hidden, net_cfg.blocks, net_cfg.time_dim)
+        self.net = VelocityNet(
+            dataset.obs_dim, dataset.act_dim, net_cfg.hidden, net_cfg.blocks, net_cfg.time_dim
+        )
         self.critic = SoftmaxQCritic(
             TwinQ(dataset.obs_dim, dataset.act_dim, net_cfg.critic_hidden, net_cfg.critic_layers),
             gamma=cfg.gamma,
@@ -151,7 +153,9 @@ class QIPOTrainer:
             ss = s[lo : lo + chunk]
             b = ss.shape[0]
             s_rep = ss.unsqueeze(1).expand(b, m, ss.shape[-1]).reshape(b * m, -1)
-            q[lo : lo + b] = self.critic.q.q_min(s_rep, support[lo : lo + b].reshape(b * m, a_dim)).reshape(b, m)
+            q[lo : lo + b] = self.critic.q.q_min(s_rep, support[lo : lo + b].reshape(b * m, a_dim)).reshape(
+                b, m
+            )
         return q_weights(q, self.cfg.beta, dim=-1)
 
     # ----- one step of each phase -------------------------------------------------------------------
@@ -202,7 +206,9 @@ class QIPOTrainer:
     def _enter_phase(self, step: int) -> None:
         """Work done once at a phase boundary (also when resuming exactly there)."""
         if step == self.k1 and self.k2 > 0:
-            self.next_actions = self.sample_unit_actions(self.s_next, self.cfg.critic_support, "critic support")
+            self.next_actions = self.sample_unit_actions(
+                self.s_next, self.cfg.critic_support, "critic support"
+            )
         if step == self.k1 + self.k2 and self.k3 > 0:
             self.sched = self._scheduler(self.k3)
         improve_step = step - self.k1 - self.k2
@@ -221,7 +227,11 @@ class QIPOTrainer:
         while self.step < end:
             self._enter_phase(self.step)
             phase = self.phase(self.step)
-            step_fn = {"behavior": self.behavior_step, "critic": self.critic_step, "improve": self.improve_step}
+            step_fn = {
+                "behavior": self.behavior_step,
+                "critic": self.critic_step,
+                "improve": self.improve_step,
+            }
             loss = step_fn[phase]()
             self.step += 1
             bar.update(1)
@@ -274,7 +284,9 @@ class QIPOTrainer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state["dataset_sha256"] != self.dataset.fingerprint():
-            raise ValueError("checkpoint was trained on a different dataset (sha256 differs); pass the same data")
+            raise ValueError(
+                "checkpoint was trained on a different dataset (sha256 differs); pass the same data"
+            )
         self.net.load_state_dict(state["net"])
         self.normalizer.load_state_dict(state["normalizer"])
         self.critic.q.load_state_dict(state["q"])
@@ -296,7 +308,9 @@ class QIPOTrainer:
         """Start from another run's behaviour policy (e.g. the BC run) and skip the warm-up."""
         state = load_checkpoint(checkpoint)
         if state["dataset_sha256"] != self.dataset.fingerprint():
-            raise ValueError(f"{checkpoint} was trained on a different dataset; its behaviour policy cannot be reused")
+            raise ValueError(
+                f"{checkpoint} was trained on a different dataset; its behaviour policy cannot be reused"
+            )
         self.net.load_state_dict(state["net"])
         self.step = self.k1
 
