@@ -107,6 +107,7 @@ lint-deploy: $(STAMP) stack-deps
 .PHONY: bench-serve
 bench-serve: $(STAMP)
 	$(BIN)/python scripts/bench_serve.py --out docs/bench
+
 # EFM exactness on the six 2-D toys (issue 5): ~25 min of CPU on one thread; writes docs/bench/toy.*
 .PHONY: bench-toy
 bench-toy: $(STAMP)
