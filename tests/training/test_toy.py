@@ -116,7 +116,9 @@ def test_cli_rejects_unknown_dataset_with_one_line(tmp_path: Path) -> None:
     from training.toy.cli import toy_app
 
     res = CliRunner().invoke(toy_app, ["bench", "--out", str(tmp_path), "--quick", "--datasets", "nope"])
-    assert res.exit_code == 1 and "unknown toy dataset 'nope'" in res.output
+    assert res.exit_code == 1 and "unknown toy dataset 'nope'; choose from 8gaussians" in res.output
+    res = CliRunner().invoke(toy_app, ["bench", "--out", str(tmp_path), "--betas", "1,x"])
+    assert res.exit_code == 1 and "--betas takes comma-separated numbers" in res.output
     assert not (tmp_path / "toy.json").exists()
 
 

@@ -22,7 +22,7 @@ def _floats(text: str) -> tuple[float, ...]:
     try:
         return tuple(float(b) for b in text.split(",") if b.strip())
     except ValueError:
-        raise typer.BadParameter(f"expected comma-separated numbers, got {text!r}") from None
+        raise ValueError(f"--betas takes comma-separated numbers such as 1,3,10, got {text!r}") from None
 
 
 @toy_app.command("bench")
@@ -42,16 +42,15 @@ def bench(
     import torch
 
     from training.toy.bench import BenchConfig, checks, run_bench, write_outputs
-    from training.toy.datasets import DATASETS
 
     torch.set_num_threads(threads)
-    overrides: dict[str, Any] = {"betas": _floats(betas), "seed": seed}
-    if datasets:
-        overrides["datasets"] = tuple(d.strip() for d in datasets.split(",") if d.strip())
     try:
+        overrides: dict[str, Any] = {"betas": _floats(betas), "seed": seed}
+        if datasets:
+            overrides["datasets"] = tuple(d.strip() for d in datasets.split(",") if d.strip())
         config = BenchConfig.quick(**overrides) if quick else BenchConfig(**overrides)
     except ValueError as exc:
-        typer.echo(f"error: {exc} (datasets: {', '.join(DATASETS)})", err=True)
+        typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
     if steps is not None:
         config = replace(config, train=replace(config.train, steps=steps))
