@@ -33,7 +33,9 @@ def set_threads(threads: int | None) -> None:
 def data_make(
     env: Annotated[str, typer.Argument(help="pendulum")] = "pendulum",
     out: Annotated[Path, typer.Option(help="Root directory of the Minari datasets")] = Path("data"),
-    kinds: Annotated[str, typer.Option(help="Comma-separated: expert,medium,random,mixed")] = "expert,medium,random,mixed",
+    kinds: Annotated[
+        str, typer.Option(help="Comma-separated: expert,medium,random,mixed")
+    ] = "expert,medium,random,mixed",
     episodes: Annotated[int, typer.Option(min=1, help="Episodes per dataset (200 steps each)")] = 100,
     seed: int = 0,
 ) -> None:
@@ -44,7 +46,7 @@ def data_make(
 
     wanted = tuple(k.strip() for k in kinds.split(",") if k.strip())
     try:
-        paths = make_pendulum_datasets(out, wanted, episodes, seed)
+        paths = make_pendulum_datasets(out.resolve(), wanted, episodes, seed)
     except ValueError as exc:
         raise fail(str(exc)) from exc
     for kind, path in paths.items():
@@ -146,7 +148,9 @@ def train_command(
 
         result = evaluate(trainer.policy().act_numpy, ds.env_id, eval_episodes, seed=cfg.seed + 10_000)
         (out / "eval.json").write_text(json.dumps(result, indent=2))
-        console.print(f"[bold]{cfg.algo}[/] {ds.name}: return {result['mean_return']:.1f} ± {result['std_return']:.1f}")
+        console.print(
+            f"[bold]{cfg.algo}[/] {ds.name}: return {result['mean_return']:.1f} ± {result['std_return']:.1f}"
+        )
     console.print(f"run saved in {out}")
 
 

@@ -7,12 +7,17 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from training.networks import VelocityNet
+from training.networks import TwinQ, VelocityNet
 from training.paths import ProbabilityPath
 
 
 class Normalizer(nn.Module):
     """Observation standardisation and action scaling to [−1, 1], stored as buffers (exported in-graph)."""
+
+    obs_mean: Tensor
+    obs_std: Tensor
+    act_low: Tensor
+    act_high: Tensor
 
     def __init__(self, obs_mean: np.ndarray, obs_std: np.ndarray, low: np.ndarray, high: np.ndarray) -> None:
         super().__init__()
@@ -20,6 +25,14 @@ class Normalizer(nn.Module):
         self.register_buffer("obs_std", torch.as_tensor(np.maximum(obs_std, 1e-3), dtype=torch.float32))
         self.register_buffer("act_low", torch.as_tensor(low, dtype=torch.float32))
         self.register_buffer("act_high", torch.as_tensor(high, dtype=torch.float32))
+
+    @property
+    def obs_dim(self) -> int:
+        return int(self.obs_mean.shape[0])
+
+    @property
+    def act_dim(self) -> int:
+        return int(self.act_low.shape[0])
 
     @classmethod
     def fit(cls, observations: np.ndarray, low: np.ndarray, high: np.ndarray) -> Normalizer:
@@ -35,13 +48,25 @@ class Normalizer(nn.Module):
         return self.act_low + (x.clamp(-1.0, 1.0) + 1) * 0.5 * (self.act_high - self.act_low)
 
 
+def repeat_rows(x: Tensor, m: int) -> Tensor:
+    """[B, D] → [B·m, D], each row m times in a row (the layout of support sets and best-of-N)."""
+    return x.unsqueeze(1).expand(x.shape[0], m, x.shape[-1]).reshape(-1, x.shape[-1])
+
+
 def integrate(
-    net: VelocityNet, path: ProbabilityPath, s_norm: Tensor, noise: Tensor, steps: int
+    net: VelocityNet, path: ProbabilityPath, s_norm: Tensor, noise: Tensor, steps: int, repeats: int = 1
 ) -> Tensor:
-    """K solver steps of the path from noise to a unit-box action (unrolled when exported)."""
+    """K solver steps of the path from noise to a unit-box action (unrolled when exported).
+
+    `noise` has `repeats` rows per state (state-major): the state conditioning is computed once per
+    state and the time features once per step, so a step costs only the residual blocks.
+    """
+    cond = net.condition(s_norm)
+    if repeats > 1:
+        cond = repeat_rows(cond, repeats)
 
     def fn(x: Tensor, t: float) -> Tensor:
-        return net(x, torch.full((1,), t, dtype=x.dtype), s_norm)
+        return net.velocity(x, torch.full((1,), t, dtype=x.dtype), cond)
 
     x = noise
     grid = path.time_grid(steps)
@@ -53,6 +78,8 @@ def integrate(
 class FlowPolicy(nn.Module):
     """state [B, S] (raw), noise [B, A] → action [B, A] (env units, within bounds)."""
 
+    candidates = 1  # noise rows per state: the noise input is [B, candidates·A]
+
     def __init__(self, net: VelocityNet, normalizer: Normalizer, path: ProbabilityPath, steps: int) -> None:
         super().__init__()
         self.net = net
@@ -60,11 +87,47 @@ class FlowPolicy(nn.Module):
         self.path = path
         self.steps = steps
 
+    @property
+    def noise_dim(self) -> int:
+        return self.candidates * self.normalizer.act_dim
+
     def forward(self, state: Tensor, noise: Tensor) -> Tensor:
         x = integrate(self.net, self.path, self.normalizer.state(state), noise, self.steps)
         return self.normalizer.action_from_unit(x)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def act_numpy(self, state: np.ndarray, noise: np.ndarray) -> np.ndarray:
         out = self(torch.as_tensor(state, dtype=torch.float32), torch.as_tensor(noise, dtype=torch.float32))
         return out.numpy()
+
+
+class BestOfNPolicy(FlowPolicy):
+    """Best-of-N action selection by Q, exported in one graph with the critic (DESIGN §4.2).
+
+    state [B, S], noise [B, N·A] (N candidate noises per state, laid out candidate-major within a row)
+    → the candidate with the largest min(Q1, Q2), in env units. With N = 1 it equals `FlowPolicy`.
+    """
+
+    def __init__(
+        self,
+        net: VelocityNet,
+        normalizer: Normalizer,
+        path: ProbabilityPath,
+        steps: int,
+        q: TwinQ,
+        candidates: int,
+    ) -> None:
+        super().__init__(net, normalizer, path, steps)
+        self.q = q
+        self.candidates = candidates
+
+    def forward(self, state: Tensor, noise: Tensor) -> Tensor:
+        n, a_dim = self.candidates, self.normalizer.act_dim
+        s_norm = self.normalizer.state(state)
+        flat_noise = noise.reshape(-1, a_dim)  # [B·N, A], state-major
+        x = integrate(self.net, self.path, s_norm, flat_noise, self.steps, repeats=n).clamp(-1.0, 1.0)
+        q = self.q.q_min(repeat_rows(s_norm, n), x).reshape(-1, n)
+        best = q.argmax(dim=-1, keepdim=True)  # [B, 1]
+        index = best.unsqueeze(-1).expand(best.shape[0], 1, a_dim)
+        chosen = torch.gather(x.reshape(-1, n, a_dim), 1, index).squeeze(1)
+        return self.normalizer.action_from_unit(chosen)

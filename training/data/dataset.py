@@ -112,7 +112,12 @@ class TransitionDataset:
                 raise DatasetError(f"{source}: key {key!r} has {length} rows but observations has {n}")
         if n == 0:
             raise DatasetError(f"{source}: no transitions")
-        for key, arr in (("observations", obs), ("actions", act), ("rewards", rew), ("next_observations", nxt)):
+        for key, arr in (
+            ("observations", obs),
+            ("actions", act),
+            ("rewards", rew),
+            ("next_observations", nxt),
+        ):
             bad = ~np.isfinite(arr)
             if bad.any():
                 row = int(np.argwhere(bad)[0][0])
@@ -125,11 +130,13 @@ class TransitionDataset:
         if outside.any():
             row, col = (int(x) for x in np.argwhere(outside)[0])
             raise DatasetError(
-                f"{source}: key 'actions' row {row} dim {col} = {act[row, col]:.4g} lies outside the declared "
-                f"bounds [{low[col]:.4g}, {high[col]:.4g}]; fix the data or declare the right bounds"
+                f"{source}: key 'actions' row {row} dim {col} = {act[row, col]:.4g} lies outside the "
+                f"declared bounds [{low[col]:.4g}, {high[col]:.4g}]; fix the data or declare the right bounds"
             )
         if np.any(high <= low):
-            raise DatasetError(f"{source}: every action_high must be above its action_low (got {low}, {high})")
+            raise DatasetError(
+                f"{source}: every action_high must be above its action_low (got {low}, {high})"
+            )
         return cls(obs, act, rew, nxt, term, tout, low, high, name, env_id, dict(ref_scores or {}))
 
     def to_arrays(self) -> dict[str, np.ndarray]:
@@ -200,5 +207,6 @@ def _load_hdf5(path: Path) -> TransitionDataset:
 
 def save_npz(dataset: TransitionDataset, path: Path) -> Path:
     meta = json.dumps({"name": dataset.name, "env_id": dataset.env_id, "ref_scores": dataset.ref_scores})
-    np.savez_compressed(path, meta=np.array(meta), **dataset.to_arrays())
+    arrays: dict[str, np.ndarray] = dataset.to_arrays() | {"meta": np.array(meta)}
+    np.savez_compressed(path, **arrays)  # type: ignore[arg-type]
     return path
