@@ -38,7 +38,8 @@ def as_state_matrix(body: ActRequest, obs_dim: int) -> tuple[np.ndarray, str]:
         if len(row) != obs_dim:
             where = field if field == "state" else f"states[{i}]"
             raise unprocessable(field, f"{where} has {len(row)} values; this model needs obs_dim={obs_dim}")
-    states = np.asarray(rows, dtype=np.float32)
+    with np.errstate(over="ignore"):  # overflow becomes Inf, refused just below
+        states = np.asarray(rows, dtype=np.float32)
     if not np.isfinite(states).all():
         bad = int(np.argwhere(~np.isfinite(states))[0][0])
         where = field if field == "state" else f"states[{bad}]"
@@ -56,10 +57,8 @@ class BodySizeLimit(BaseHTTPMiddleware):
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            return ORJSONResponse(
-                {"detail": f"body of {length} bytes is over the {self.max_bytes}-byte limit; send fewer states"},
-                status_code=413,
-            )
+            detail = f"body of {length} bytes is over the {self.max_bytes}-byte limit; send fewer states"
+            return ORJSONResponse({"detail": detail}, status_code=413)
         return await call_next(request)
 
 
@@ -129,7 +128,9 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         try:
             states, field = as_state_matrix(body, policy.obs_dim)
             if len(states) > settings.max_batch_rows:
-                raise unprocessable(field, f"{len(states)} states is over max_batch_rows={settings.max_batch_rows}")
+                raise unprocessable(
+                    field, f"{len(states)} states is over max_batch_rows={settings.max_batch_rows}"
+                )
         except HTTPException:
             metrics.requests.labels(status="422").inc()
             raise

@@ -4,7 +4,6 @@ through the `qipo.commands` entry-point group and imported only when one of them
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
@@ -45,11 +44,19 @@ def serve(
     import uvicorn
 
     from service.app import create_app
+    from service.logs import configure_logging
     from service.settings import ServeSettings
 
     settings = ServeSettings(registry=registry, model_name=model, model_ref=ref, host=host, port=port)
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
+    configure_logging(settings.log_level)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        log_config=None,  # keep our JSON handler for uvicorn's loggers too
+        access_log=False,  # one line per /act at 50 Hz per robot is noise; metrics count requests
+    )
 
 
 @registry_app.command("publish")
@@ -67,7 +74,9 @@ def registry_publish(
             reg.promote(mv.name, name, mv.version)
     except RegistryError as exc:
         raise fail(str(exc)) from exc
-    console.print(f"published [bold]{mv.name}[/] version [bold]{mv.version}[/]" + (f" as {alias}" if alias else ""))
+    console.print(
+        f"published [bold]{mv.name}[/] version [bold]{mv.version}[/]" + (f" as {alias}" if alias else "")
+    )
 
 
 @registry_app.command("list")

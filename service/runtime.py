@@ -96,4 +96,6 @@ def _check_signature(session: ort.InferenceSession, manifest: Manifest) -> None:
         raise ArtifactError(f"policy.onnx has no output 'action' (has {sorted(outputs)}); re-export it")
     out_shape = outputs["action"].shape
     if len(out_shape) != 2 or out_shape[1] != manifest.act_dim:
-        raise ArtifactError(f"policy.onnx output has shape {out_shape}, manifest needs [B, {manifest.act_dim}]")
+        raise ArtifactError(
+            f"policy.onnx output has shape {out_shape}, manifest needs [B, {manifest.act_dim}]"
+        )

@@ -231,6 +231,7 @@ def export_command(
     run: Annotated[Path, typer.Argument(help="Run directory written by `qipo train`")],
     out: Annotated[Path, typer.Option(help="Artifact directory to write")],
     name: Annotated[str, typer.Option(help="Model name in the registry")] = "pendulum-qipo",
+    scores: Annotated[Path | None, typer.Option(help="`qipo eval --json` output to record")] = None,
 ) -> None:
     """Export the K-step sampler to ONNX with a manifest (parity-checked against torch)."""
     from training.export import ExportError, export_artifact
@@ -241,7 +242,12 @@ def export_command(
     except (FileNotFoundError, ValueError) as exc:
         raise fail(str(exc)) from exc
     dataset = json.loads((run / "dataset.json").read_text()) if (run / "dataset.json").exists() else {}
-    scores = json.loads((run / "eval.json").read_text()) if (run / "eval.json").exists() else {}
+    recorded: dict[str, Any] = {}
+    if scores is not None:  # `qipo eval --json` keys results by path: keep this run's entry
+        by_path = json.loads(scores.read_text())
+        recorded = next((v for k, v in by_path.items() if Path(k).resolve() == run.resolve()), {})
+    elif (run / "eval.json").exists():
+        recorded = json.loads((run / "eval.json").read_text())
     variant = "bc" if cfg.algo == "bc" else cfg.variant
     try:
         manifest = export_artifact(
@@ -251,7 +257,7 @@ def export_command(
             variant=variant,
             training_config=cfg.model_dump(mode="json"),
             dataset=dataset,
-            scores=scores,
+            scores=recorded,
         )
     except ExportError as exc:
         raise fail(str(exc)) from exc

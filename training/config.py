@@ -88,9 +88,9 @@ class QIPOConfig(BaseModel):
     log_every: int = Field(default=100, ge=1)
     sample_precision: Literal["auto", "float32", "bfloat16"] = Field(
         default="auto",
-        description="Precision of the no-grad policy sampling for support sets and critic targets (Q weights "
-        "stay float32). bfloat16 runs ~2.7× faster on CPUs with AVX512-BF16/AMX and moves unit-box samples by "
-        "~1e-3; auto picks it only on such CPUs",
+        description="Precision of the no-grad policy sampling for support sets and critic targets (Q "
+        "weights stay float32). bfloat16 runs ~2.7× faster on CPUs with AVX512-BF16/AMX and moves unit-box "
+        "samples by ~1e-3; auto picks it only on such CPUs",
     )
     sample_batch: int = Field(
         default=8192, ge=1, description="States per no-grad pass when building support sets"

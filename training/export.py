@@ -3,8 +3,8 @@
 Inputs `state` [B, S] (raw) and `noise` [B, A]; output `action` [B, A] in env units. Normalisation, the
 unrolled solver steps and action scaling/clipping are inside the graph. Best-of-N selection (the critic
 is exported in the same graph) extends the contract to noise [B, N·A], N candidate noises per state,
-candidate-major within a row; the manifest's training_config records action_selection and best_of_n. Export is refused unless ONNX
-Runtime matches torch within `atol` at batch 1, 7 and 256.
+candidate-major within a row; the manifest's training_config records action_selection and best_of_n.
+Export is refused unless ONNX Runtime matches torch within `atol` at batch 1, 7 and 256.
 """
 
 from __future__ import annotations

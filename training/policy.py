@@ -78,6 +78,9 @@ def integrate(
 class FlowPolicy(nn.Module):
     """state [B, S] (raw), noise [B, A] → action [B, A] (env units, within bounds)."""
 
+    net: VelocityNet
+    normalizer: Normalizer
+
     candidates = 1  # noise rows per state: the noise input is [B, candidates·A]
 
     def __init__(self, net: VelocityNet, normalizer: Normalizer, path: ProbabilityPath, steps: int) -> None:

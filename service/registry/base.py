@@ -100,6 +100,8 @@ class Registry(abc.ABC):
             self.get(name, version)
             return version
         aliases = self.aliases(name)
+        if ref not in aliases and not self.versions(name):
+            raise NotFoundError(f"model {name!r} has no versions; publish one with `qipo registry publish`")
         if ref not in aliases:
             known = ", ".join(sorted(aliases)) or "none"
             raise NotFoundError(f"model {name!r} has no alias {ref!r} (aliases: {known}); promote one first")

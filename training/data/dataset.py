@@ -207,6 +207,5 @@ def _load_hdf5(path: Path) -> TransitionDataset:
 
 def save_npz(dataset: TransitionDataset, path: Path) -> Path:
     meta = json.dumps({"name": dataset.name, "env_id": dataset.env_id, "ref_scores": dataset.ref_scores})
-    arrays: dict[str, np.ndarray] = dataset.to_arrays() | {"meta": np.array(meta)}
-    np.savez_compressed(path, **arrays)  # type: ignore[arg-type]
+    np.savez_compressed(path, meta=np.array(meta), **dataset.to_arrays())  # type: ignore[arg-type]
     return path

@@ -66,6 +66,7 @@ def write_minari(
         )
         for i, ep in enumerate(episodes)
     ]
+    root = root.resolve()  # minari joins relative roots twice
     target = root / dataset_id
     if target.exists():
         shutil.rmtree(target)
@@ -88,6 +89,7 @@ def load_minari(path: Path) -> TransitionDataset:
     """Flatten a Minari dataset directory (the one holding `data/`, or `data/` itself)."""
     from minari.dataset.minari_dataset import MinariDataset
 
+    path = path.resolve()
     data_dir = path / "data" if (path / "data").is_dir() else path
     if not (data_dir / "metadata.json").exists():
         raise DatasetError(f"{path} is not a Minari dataset (no data/metadata.json)")
