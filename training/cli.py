@@ -129,24 +129,23 @@ def train_command(
             raise fail(str(exc)) from exc
     out.mkdir(parents=True, exist_ok=True)
     (out / "dataset.json").write_text(json.dumps(ds.describe() | {"path": str(dataset)}, indent=2))
-    metrics_file = (out / "metrics.jsonl").open("a" if resume else "w")
-
-    def on_log(record: dict[str, Any]) -> None:
-        metrics_file.write(json.dumps(record) + "\n")
-        metrics_file.flush()
+    from training.metrics import MetricsWriter, plot_learning_curves
 
     def on_step(step: int) -> None:
         if step % checkpoint_every == 0:
             trainer.save(out)
 
-    trainer.fit(on_log=on_log, on_step=on_step)
-    metrics_file.close()
+    with MetricsWriter(out, resume=resume) as on_log:
+        trainer.fit(on_log=on_log, on_step=on_step)
     trainer.save(out)
-    _plot_curves(out)
+    plot_learning_curves(out)
     if eval_episodes > 0 and ds.env_id:
         from training.eval import evaluate
 
-        result = evaluate(trainer.policy().act_numpy, ds.env_id, eval_episodes, seed=cfg.seed + 10_000)
+        policy = trainer.policy()
+        result = evaluate(
+            policy.act_numpy, ds.env_id, eval_episodes, seed=cfg.seed + 10_000, noise_dim=policy.noise_dim
+        )
         (out / "eval.json").write_text(json.dumps(result, indent=2))
         console.print(
             f"[bold]{cfg.algo}[/] {ds.name}: return {result['mean_return']:.1f} ± {result['std_return']:.1f}"
@@ -154,45 +153,22 @@ def train_command(
     console.print(f"run saved in {out}")
 
 
-def _plot_curves(run_dir: Path) -> None:
-    """metrics.jsonl → learning_curves.png, one panel per phase."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
-    phases = [p for p in ("behavior", "critic", "improve") if any(r["phase"] == p for r in rows)]
-    if not phases:
-        return
-    fig, axes = plt.subplots(1, len(phases), figsize=(4 * len(phases), 3), squeeze=False)
-    for ax, phase in zip(axes[0], phases, strict=True):
-        pts = [(r["step"], r["loss"]) for r in rows if r["phase"] == phase]
-        ax.plot(*zip(*pts, strict=True))
-        ax.set_title(phase)
-        ax.set_xlabel("step")
-        ax.set_ylabel("loss")
-        ax.set_yscale("log" if all(p[1] > 0 for p in pts) else "linear")
-    fig.tight_layout()
-    fig.savefig(run_dir / "learning_curves.png", dpi=100)
-    plt.close(fig)
-
-
-def _act_fn_for(path: Path) -> tuple[Any, str]:
-    """A run directory (torch checkpoint) or an artifact directory (ONNX) → (act_fn, label)."""
+def _act_fn_for(path: Path) -> tuple[Any, str, int]:
+    """A run directory (torch checkpoint) or an artifact directory (ONNX) → (act_fn, label, noise_dim)."""
     if (path / "manifest.json").exists():
         import onnxruntime as ort
 
         session = ort.InferenceSession(str(path / "policy.onnx"), providers=["CPUExecutionProvider"])
+        noise_dim = int(next(i for i in session.get_inputs() if i.name == "noise").shape[1])
 
         def act(state: np.ndarray, noise: np.ndarray) -> np.ndarray:
             return np.asarray(session.run(["action"], {"state": state, "noise": noise})[0])
 
-        return act, f"{path.name} (onnx)"
+        return act, f"{path.name} (onnx)", noise_dim
     from training.qipo import policy_from_checkpoint
 
     policy, cfg, _ = policy_from_checkpoint(path)
-    return policy.act_numpy, f"{path.name} ({cfg.algo})"
+    return policy.act_numpy, f"{path.name} ({cfg.algo})", policy.noise_dim
 
 
 def eval_command(
@@ -209,10 +185,10 @@ def eval_command(
     results = {}
     for path in runs:
         try:
-            act, label = _act_fn_for(path)
+            act, label, noise_dim = _act_fn_for(path)
         except (FileNotFoundError, ValueError) as exc:
             raise fail(str(exc)) from exc
-        res = evaluate(act, env, episodes, seed)
+        res = evaluate(act, env, episodes, seed, noise_dim=noise_dim)
         results[str(path)] = res
         score = res["normalized_score"]
         table.add_row(

@@ -129,6 +129,7 @@ class QIPOTrainer:
         self.support_w: Tensor | None = None  # [N, M+1]
         self.history: list[dict[str, Any]] = []
         self.renewal_s: list[float] = []  # wall time of each renewal (sampling + weights)
+        self._window: list[float] = []  # losses since the last log record
         self.sample_dtype = sampling_dtype(cfg.sample_precision)
 
     # ----- schedule ---------------------------------------------------------------------------------
@@ -286,38 +287,44 @@ class QIPOTrainer:
         if self.k3 > 0 and 0 <= improve_step < self.k3 and improve_step % self.cfg.renew_every == 0:
             self.renew_support()
 
+    def train_step(self) -> tuple[str, float]:
+        """One gradient step of whichever phase the global step is in (phase-boundary work first)."""
+        self._enter_phase(self.step)
+        phase = self.phase(self.step)
+        step_fn = {"behavior": self.behavior_step, "critic": self.critic_step, "improve": self.improve_step}
+        loss = step_fn[phase]()
+        self.step += 1
+        self._window.append(loss)
+        return phase, loss
+
     def fit(
         self,
         until: int | None = None,
         on_log: Callable[[dict[str, Any]], None] | None = None,
         on_step: Callable[[int], None] | None = None,
     ) -> list[dict[str, Any]]:
+        """Train up to global step `until` (default: the end); logs the mean loss every `log_every` steps."""
         end = self.total_steps if until is None else min(until, self.total_steps)
         bar = tqdm(total=end, initial=self.step, desc=self.cfg.algo, unit="step", disable=not self.progress)
         started = time.perf_counter()
         while self.step < end:
-            self._enter_phase(self.step)
-            phase = self.phase(self.step)
-            step_fn = {
-                "behavior": self.behavior_step,
-                "critic": self.critic_step,
-                "improve": self.improve_step,
-            }
-            loss = step_fn[phase]()
-            self.step += 1
+            phase, loss = self.train_step()
             bar.update(1)
-            if self.step % self.cfg.log_every == 0 or self.step == end:
+            boundary = self.step in (self.k1, self.k1 + self.k2)
+            if self.step % self.cfg.log_every == 0 or self.step == end or boundary:
                 record = {
                     "step": self.step,
                     "phase": phase,
-                    "loss": loss,
+                    "loss": float(np.mean(self._window)),
+                    "last_loss": loss,
                     "lr": self.opt.param_groups[0]["lr"],
                     "renewals": self.renewals,
                     "renewal_s": self.renewal_s[-1] if self.renewal_s else None,
                     "elapsed_s": round(time.perf_counter() - started, 3),
                 }
+                self._window = []
                 self.history.append(record)
-                bar.set_postfix(phase=phase, loss=f"{loss:.4f}")
+                bar.set_postfix(phase=phase, loss=f"{record['loss']:.4f}")
                 if on_log:
                     on_log(record)
             if on_step:
@@ -343,6 +350,7 @@ class QIPOTrainer:
             "support_w": self.support_w,
             "history": json.dumps(self.history),
             "renewal_s": json.dumps(self.renewal_s),
+            "loss_window": json.dumps(self._window),
         }
 
     def save(self, run_dir: Path) -> Path:
@@ -373,6 +381,7 @@ class QIPOTrainer:
         self.support_w = state["support_w"]
         self.history = json.loads(state["history"])
         self.renewal_s = json.loads(state["renewal_s"])
+        self._window = json.loads(state["loss_window"])
 
     def load_behavior(self, checkpoint: Path) -> None:
         """Start from another run's behaviour policy (e.g. the BC run) and skip the warm-up."""
