@@ -135,13 +135,18 @@ class IQLCritic(Critic):
     def update(
         self, s: Tensor, a: Tensor, r: Tensor, d: Tensor, s_next: Tensor, a_next: Tensor | None = None
     ) -> Tensor:
+        v_loss = self.update_value(s, a)
+        return self._fit_q(s, a, self.target(r, d, s_next)) + v_loss
+
+    def update_value(self, s: Tensor, a: Tensor) -> Tensor:
+        """Expectile regression of V(s) onto the target Q at dataset actions (IQL's value step)."""
         with torch.no_grad():
             q_data = self.q_target.q_min(s, a)
         v_loss = expectile_loss(q_data - self.value(s), self.expectile)
         self.v_opt.zero_grad(set_to_none=True)
         v_loss.backward()
         self.v_opt.step()
-        return self._fit_q(s, a, self.target(r, d, s_next)) + v_loss.detach()
+        return v_loss.detach()
 
     def state_dict(self) -> dict[str, Any]:
         return super().state_dict() | {"v": self.v.state_dict(), "v_opt": self.v_opt.state_dict()}
