@@ -66,7 +66,11 @@ class VelocityNet(nn.Module):
 
     def velocity(self, x: Tensor, t: Tensor, cond: Tensor) -> Tensor:
         """Network output from x [B, A], t [B] or [1] and a precomputed `condition` [B, H]."""
-        h = nn.functional.linear(x, self.inp.weight[:, : self.act_dim]) + self.time_features(t) + cond
+        return self.velocity_at(x, self.time_features(t), cond)
+
+    def velocity_at(self, x: Tensor, time_part: Tensor, cond: Tensor) -> Tensor:
+        """`velocity` with the time part of the input layer precomputed ([1, H] or [B, H])."""
+        h = nn.functional.linear(x, self.inp.weight[:, : self.act_dim]) + time_part + cond
         return self.out(self.blocks(h))
 
     def forward(self, x: Tensor, t: Tensor, s: Tensor) -> Tensor:

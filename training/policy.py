@@ -53,6 +53,17 @@ def repeat_rows(x: Tensor, m: int) -> Tensor:
     return x.unsqueeze(1).expand(x.shape[0], m, x.shape[-1]).reshape(-1, x.shape[-1])
 
 
+def time_constant(net: VelocityNet, t: float) -> Tensor:
+    """The time part of the input layer at a fixed solver time, as a constant (not a traced op).
+
+    Fourier features of t have angles up to a few hundred radians, where ONNX Runtime's and torch's
+    sin/cos differ by ~1e-5; as constants the exported graph holds exactly torch's values.
+    """
+    with torch.no_grad():
+        values = net.time_features(torch.full((1,), t)).tolist()
+    return torch.tensor(values)
+
+
 def integrate(
     net: VelocityNet, path: ProbabilityPath, s_norm: Tensor, noise: Tensor, steps: int, repeats: int = 1
 ) -> Tensor:
@@ -66,7 +77,7 @@ def integrate(
         cond = repeat_rows(cond, repeats)
 
     def fn(x: Tensor, t: float) -> Tensor:
-        return net.velocity(x, torch.full((1,), t, dtype=x.dtype), cond)
+        return net.velocity_at(x, time_constant(net, t), cond)
 
     x = noise
     grid = path.time_grid(steps)

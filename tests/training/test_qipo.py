@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +59,7 @@ def test_weights_go_to_the_better_action_as_beta_grows(q_gap: float) -> None:
     better = [float(q_weights(q, beta)[0, 1]) for beta in (0.0, 0.5, 1.0, 3.0, 10.0, 100.0)]
     assert better[0] == pytest.approx(0.5)
     assert better[2] > better[1] > better[0]  # strictly, before float32 saturates at 1
-    assert all(b2 >= b1 for b1, b2 in zip(better, better[1:], strict=False))
+    assert all(b2 >= b1 for b1, b2 in itertools.pairwise(better))
     assert better[-1] > 0.999
 
 
@@ -146,7 +147,9 @@ def test_solver_defaults_follow_the_variant() -> None:
         QIPOConfig(variant="qipo-diff", solver="euler")
 
 
-def test_best_of_n_picks_the_highest_q_candidate_and_exports(pendulum_dataset_dir: Path, tmp_path: Path) -> None:
+def test_best_of_n_picks_the_highest_q_candidate_and_exports(
+    pendulum_dataset_dir: Path, tmp_path: Path
+) -> None:
     from training.export import export_artifact
     from training.policy import BestOfNPolicy, FlowPolicy
 

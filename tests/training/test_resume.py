@@ -53,6 +53,7 @@ def test_resume_reproduces_the_next_losses_exactly(
         assert torch.equal(p, q)
     straight.fit()
     resumed.fit()
+
     def curve(t: QIPOTrainer) -> list[dict[str, object]]:
         return [{k: v for k, v in r.items() if k not in ("elapsed_s", "renewal_s")} for r in t.history]
 
