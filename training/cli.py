@@ -31,26 +31,53 @@ def set_threads(threads: int | None) -> None:
 
 @data_app.command("make")
 def data_make(
-    env: Annotated[str, typer.Argument(help="pendulum")] = "pendulum",
+    env: Annotated[str, typer.Argument(help="pendulum | hopper | halfcheetah")] = "pendulum",
     out: Annotated[Path, typer.Option(help="Root directory of the Minari datasets")] = Path("data"),
     kinds: Annotated[
-        str, typer.Option(help="Comma-separated: expert,medium,random,mixed")
-    ] = "expert,medium,random,mixed",
-    episodes: Annotated[int, typer.Option(min=1, help="Episodes per dataset (200 steps each)")] = 100,
+        str | None,
+        typer.Option(
+            help="Comma-separated. pendulum: expert,medium,random,mixed; "
+            "hopper/halfcheetah: random,medium,medium-replay,medium-expert (default: all)"
+        ),
+    ] = None,
+    episodes: Annotated[
+        int, typer.Option(min=1, help="pendulum: episodes per dataset (200 steps each)")
+    ] = 100,
+    sac_steps: Annotated[int, typer.Option(min=1, help="MuJoCo: SAC steps of the medium policy")] = 100_000,
+    expert_steps: Annotated[
+        int | None, typer.Option(help="MuJoCo: further SAC steps for the expert (default: --sac-steps)")
+    ] = None,
+    transitions: Annotated[int, typer.Option(min=1, help="MuJoCo: transitions per dataset")] = 200_000,
+    threads: Annotated[int | None, typer.Option(help="torch threads (SAC)")] = None,
     seed: int = 0,
 ) -> None:
     """Generate datasets locally as Minari datasets (`<out>/<env>/<kind>-v0`)."""
-    if env != "pendulum":
-        raise fail(f"unknown env {env!r}: this build makes `pendulum` datasets")
-    from training.data.pendulum import make_pendulum_datasets
-
-    wanted = tuple(k.strip() for k in kinds.split(",") if k.strip())
+    wanted = tuple(k.strip() for k in kinds.split(",") if k.strip()) if kinds else None
     try:
-        paths = make_pendulum_datasets(out.resolve(), wanted, episodes, seed)
-    except ValueError as exc:
+        if env == "pendulum":
+            from training.data.pendulum import KINDS, make_pendulum_datasets
+
+            paths = make_pendulum_datasets(out.resolve(), wanted or KINDS, episodes, seed)
+        elif env in ("hopper", "halfcheetah"):
+            from training.data.mujoco import KINDS as MUJOCO_KINDS
+            from training.data.mujoco import make_mujoco_datasets
+
+            set_threads(threads)
+            paths = make_mujoco_datasets(
+                env,
+                out.resolve(),
+                wanted or MUJOCO_KINDS,
+                sac_steps=sac_steps,
+                expert_steps=expert_steps,
+                transitions=transitions,
+                seed=seed,
+            )
+        else:
+            raise fail(f"unknown env {env!r}: choose pendulum, hopper or halfcheetah")
+    except (ValueError, RuntimeError) as exc:
         raise fail(str(exc)) from exc
     for kind, path in paths.items():
-        console.print(f"{kind:>7}: {path}")
+        console.print(f"{kind:>13}: {path}")
 
 
 @data_app.command("inspect")
@@ -143,8 +170,15 @@ def train_command(
         from training.eval import evaluate
 
         policy = trainer.policy()
+        refs = ds.ref_scores
+        own = (refs["ref_min_score"], refs["ref_max_score"]) if len(refs) == 2 else None
         result = evaluate(
-            policy.act_numpy, ds.env_id, eval_episodes, seed=cfg.seed + 10_000, noise_dim=policy.noise_dim
+            policy.act_numpy,
+            ds.env_id,
+            eval_episodes,
+            seed=cfg.seed + 10_000,
+            noise_dim=policy.noise_dim,
+            own_refs=own,
         )
         (out / "eval.json").write_text(json.dumps(result, indent=2))
         console.print(
