@@ -135,7 +135,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
             metrics.requests.labels(status="422").inc()
             raise
         gen = np.random.default_rng(body.seed) if body.seed is not None else rng
-        noise = gen.standard_normal((len(states), policy.act_dim), dtype=np.float32)
+        noise = gen.standard_normal((len(states), policy.noise_dim), dtype=np.float32)
         queued = time.perf_counter()
         raw = policy.act(states, noise)
         infer_done = time.perf_counter()

@@ -97,6 +97,7 @@ def export_artifact(
         action_high=norm.act_high.tolist(),
         variant=variant,  # type: ignore[arg-type]
         solver=SolverSpec(kind=policy.path.solver, steps=policy.steps),  # type: ignore[arg-type]
+        noise_dim=policy.noise_dim if policy.candidates > 1 else None,
         opset=OPSET,
         files={POLICY_FILE: file_entry(onnx_path)},
         dataset=dataset,

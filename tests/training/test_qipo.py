@@ -177,8 +177,13 @@ def test_best_of_n_picks_the_highest_q_candidate_and_exports(
         dataset={},
         scores={},
     )
-    assert manifest.training_config["action_selection"] == "best-of-n"
+    assert manifest.training_config["action_selection"] == "best-of-n" and manifest.noise_dim == 4
     session = ort.InferenceSession(str(tmp_path / "art" / "policy.onnx"), providers=["CPUExecutionProvider"])
     assert session.get_inputs()[1].shape[1] == 4  # noise [B, N·A]
     (onnx_action,) = session.run(["action"], {"state": state, "noise": noise})
     assert np.abs(onnx_action - expected).max() <= 1e-5
+    from service.runtime import OnnxPolicy  # the server loads it (signature check uses noise_dim)
+
+    served = OnnxPolicy.load(tmp_path / "art")
+    served.warmup(1)
+    assert served.noise_dim == 4 and np.abs(served.act(state, noise) - expected).max() <= 1e-5
