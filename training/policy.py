@@ -143,5 +143,5 @@ class BestOfNPolicy(FlowPolicy):
         q = self.q.q_min(repeat_rows(s_norm, n), x).reshape(-1, n)
         best = q.argmax(dim=-1, keepdim=True)  # [B, 1]
         index = best.unsqueeze(-1).expand(best.shape[0], 1, a_dim)
-        chosen = torch.gather(x.reshape(-1, n, a_dim), 1, index).squeeze(1)
+        chosen = torch.gather(x.reshape(-1, n, a_dim), 1, index).reshape(-1, a_dim)
         return self.normalizer.action_from_unit(chosen)
