@@ -105,6 +105,14 @@ def train_command(
     support_size: Annotated[int | None, typer.Option(help="M")] = None,
     renew_every: Annotated[int | None, typer.Option(help="K_renew")] = None,
     batch_size: int | None = None,
+    critic_kind: Annotated[str | None, typer.Option(help="softmax-q | iql")] = None,
+    improve_loss: Annotated[str | None, typer.Option(help="full | resample")] = None,
+    solver: Annotated[
+        str | None, typer.Option(help="euler | midpoint (OT); dpm-solver-2 | ddim (diff)")
+    ] = None,
+    solver_steps: int | None = None,
+    action_selection: Annotated[str | None, typer.Option(help="sample | best-of-n")] = None,
+    best_of_n: Annotated[int | None, typer.Option(help="N candidates for best-of-n")] = None,
     seed: int | None = None,
     behavior_from: Annotated[Path | None, typer.Option(help="Reuse this run's behaviour policy")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its checkpoint")] = False,
@@ -130,6 +138,12 @@ def train_command(
             support_size=support_size,
             renew_every=renew_every,
             batch_size=batch_size,
+            critic_kind=critic_kind,
+            improve_loss=improve_loss,
+            solver=solver,
+            solver_steps=solver_steps,
+            action_selection=action_selection,
+            best_of_n=best_of_n,
             seed=seed,
         ).items()
         if v is not None
