@@ -108,6 +108,8 @@ class QIPOConfig(BaseModel):
             )
         if self.solver_steps is None:
             self.solver_steps = DEFAULT_STEPS[self.solver]
+        if self.algo == "bc" and self.action_selection == "best-of-n":
+            raise ValueError("best-of-n ranks candidates by the critic, and algo bc trains none; use sample")
         return self
 
     @property

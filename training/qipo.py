@@ -390,6 +390,13 @@ class QIPOTrainer:
             raise ValueError(
                 f"{checkpoint} was trained on a different dataset; its behaviour policy cannot be reused"
             )
+        other = QIPOConfig.model_validate(state["config"])
+        if other.variant != self.cfg.variant or other.network != self.cfg.network:
+            raise ValueError(
+                f"{checkpoint} has variant {other.variant} and network {other.network.model_dump()}; this "
+                f"run needs {self.cfg.variant} and {self.cfg.network.model_dump()} to reuse its behaviour "
+                "policy"
+            )
         self.net.load_state_dict(state["net"])
         self.step = self.k1
 

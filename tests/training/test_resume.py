@@ -90,3 +90,18 @@ def test_same_seed_same_run(pendulum_dataset_dir: Path) -> None:
     assert first == [b.train_step() for _ in range(4)]
     c = trainer_for(pendulum_dataset_dir, seed=1)
     assert [c.train_step() for _ in range(4)] != first
+
+
+def test_behaviour_reuse_needs_the_same_variant_and_network(
+    pendulum_dataset_dir: Path, tmp_path: Path
+) -> None:
+    bc = trainer_for(pendulum_dataset_dir, algo="bc")
+    bc.fit()
+    bc.save(tmp_path)
+    same = trainer_for(pendulum_dataset_dir)
+    same.load_behavior(tmp_path)
+    assert same.step == same.k1
+    for p, q in zip(bc.net.parameters(), same.net.parameters(), strict=True):
+        assert torch.equal(p, q)
+    with pytest.raises(ValueError, match="variant qipo-ot"):
+        trainer_for(pendulum_dataset_dir, variant="qipo-diff").load_behavior(tmp_path)
