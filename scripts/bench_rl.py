@@ -38,9 +38,12 @@ BASE: dict[str, Any] = {
 }
 
 
-def run_one(dataset_dir: Path, variant: str, seed: int, episodes: int, quick: bool) -> dict[str, Any]:
+def run_one(
+    dataset_dir: Path, variant: str, seed: int, episodes: int, quick: bool, extra: dict[str, Any]
+) -> dict[str, Any]:
     overrides = {"behavior_steps": 300, "critic_steps": 200, "improve_steps": 100, "renew_every": 50}
-    cfg = QIPOConfig.model_validate(BASE | (overrides if quick else {}) | {"variant": variant, "seed": seed})
+    base = BASE | extra | (overrides if quick else {})
+    cfg = QIPOConfig.model_validate(base | {"variant": variant, "seed": seed})
     trainer = QIPOTrainer(load_dataset(dataset_dir), cfg, progress=False)
     eval_seed = 10_000 + 100 * seed
     started = time.perf_counter()
@@ -112,7 +115,8 @@ def write_markdown(path: Path, result: dict[str, Any]) -> None:
         )
     lines += [
         "",
-        f"Config (shared): `{json.dumps(BASE)}`; solver per variant: euler×10 (OT), dpm-solver-2×8 (diff).",
+        f"Config (shared): `{json.dumps(BASE | result['config_overrides'])}`; "
+        "solver per variant: euler×10 (OT), dpm-solver-2×8 (diff).",
         f"Machine: {result['machine']}; scripted refs: random −1207, expert −146.",
         "",
     ]
@@ -129,22 +133,30 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("docs/bench"))
     parser.add_argument("--data", type=Path, default=Path("build/bench-rl/data"))
     parser.add_argument("--quick", action="store_true", help="tiny budgets (smoke test of the script)")
+    parser.add_argument("--set", default="{}", help="JSON merged into the shared config, e.g. longer budgets")
+    parser.add_argument("--name", default=None, help="output file stem (default: pendulum)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     dataset_dir = make_pendulum_datasets(args.data.resolve(), ("mixed",), 100, 0)["mixed"]
-    rows = [run_one(dataset_dir, v, s, args.episodes, args.quick) for v in args.variants for s in args.seeds]
+    extra = json.loads(args.set)
+    rows = [
+        run_one(dataset_dir, v, s, args.episodes, args.quick, extra)
+        for v in args.variants
+        for s in args.seeds
+    ]
     result = {
         "env_id": "Pendulum-v1",
         "dataset": load_dataset(dataset_dir).describe(),
         "seeds": args.seeds,
         "episodes": args.episodes,
         "quick": args.quick,
+        "config_overrides": extra,
         "summary": summarise(rows),
         "runs": rows,
         "machine": f"{platform.processor() or platform.machine()}, torch {torch.__version__}, 1 thread",
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    name = "pendulum-quick" if args.quick else "pendulum"
+    name = args.name or ("pendulum-quick" if args.quick else "pendulum")
     (args.out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     write_markdown(args.out / f"{name}.md", result)
     print(json.dumps(result["summary"], indent=2))
