@@ -63,3 +63,68 @@ bench-train: $(STAMP) $(D3RLPY_STAMP)
 
 bench-rl: $(STAMP)
 	$(BIN)/python scripts/bench_rl.py --out docs/bench
+
+# Issue 7: p99 latency while replicas swap models vs steady p99 of the same run (docs/bench/swap.*).
+.PHONY: bench-swap
+bench-swap: $(STAMP)
+	bash scripts/redis-up.sh
+	$(BIN)/python scripts/bench_swap.py
+
+# ---------------------------------------------------------------- deploy (issue 8)
+# The compose topology as local processes: Redis (if none answers), replicas on loopback, nginx, and
+# Prometheus; logs and pid files under $(STACK_DIR). Settings: see scripts/stack.sh.
+STACK_DIR ?= build/stack
+STACK_LB_PORT ?= 8080
+STACK_PROM_PORT ?= 9090
+SCENARIO ?= steady
+DASHBOARD_SECONDS ?= 120
+.PHONY: stack-deps stack stack-down stack-restart stack-status loadtest stack-dashboard lint-deploy
+
+# Debian's nginx (the balancer, and `nginx -t` in CI), prometheus (+ promtool), redis-server and dnsmasq
+# (stands in for Docker's DNS in tests/e2e/test_stack_compose_lb.py), installed when missing.
+stack-deps:
+	@missing=""; command -v nginx >/dev/null || missing="nginx"; \
+	command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v dnsmasq >/dev/null || missing="$$missing dnsmasq-base"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+stack: $(STAMP) stack-deps
+	STACK_DIR=$(STACK_DIR) STACK_LB_PORT=$(STACK_LB_PORT) STACK_PROM_PORT=$(STACK_PROM_PORT) bash scripts/stack.sh up
+
+stack-down:
+	STACK_DIR=$(STACK_DIR) bash scripts/stack.sh down
+
+stack-restart:
+	STACK_DIR=$(STACK_DIR) bash scripts/stack.sh restart
+
+stack-status:
+	STACK_DIR=$(STACK_DIR) bash scripts/stack.sh status
+
+# A headless, bounded locust run against the running stack: SCENARIO=steady|ramp|upgrade.
+loadtest: $(STAMP)
+	QIPO_DURATION=$${QIPO_DURATION:-20} QIPO_LOCUST_SUMMARY=$(STACK_DIR)/loadtest-$(SCENARIO).json \
+	  QIPO_REGISTRY=$${QIPO_REGISTRY:-redis://127.0.0.1:6379/0} QIPO_REGISTRY_PREFIX=$${QIPO_REGISTRY_PREFIX:-qipo-stack} \
+	  $(BIN)/locust -f loadtests/$(SCENARIO).py --headless --only-summary \
+	  -H http://127.0.0.1:$(STACK_LB_PORT) --stop-timeout 5
+
+# Every panel of the Grafana dashboard, drawn from the stack's Prometheus (Grafana is not on Debian).
+stack-dashboard: $(STAMP)
+	$(BIN)/python loadtests/dashboard.py --prometheus http://127.0.0.1:$(STACK_PROM_PORT) \
+	  --last $(DASHBOARD_SECONDS) --out docs/bench/dashboard.png
+
+lint-deploy: $(STAMP) stack-deps
+	bash scripts/stack-lint.sh
+
+# Serving benchmark (issue 6): floor vs real server under uvicorn at 1/16/64 clients, ONNX vs torch eager.
+.PHONY: bench-serve
+bench-serve: $(STAMP)
+	$(BIN)/python scripts/bench_serve.py --out docs/bench
+
+# EFM exactness on the six 2-D toys (issue 5): ~25 min of CPU on one thread; writes docs/bench/toy.*
+.PHONY: bench-toy
+bench-toy: $(STAMP)
+	$(QIPO) toy bench --out docs/bench --threads 1

@@ -1,166 +1,192 @@
-"""FastAPI transport for the policy (DESIGN §3.3). The model is built by `ModelManager` and injected;
-this module only validates, times and answers."""
+"""FastAPI app factory (DESIGN §3.3). The model is built by `ModelManager` and injected; the routers only
+validate, time and answer. Extra routers (admin, hot reload) attach with `app.include_router` and reach the
+shared objects through `app.state` (`settings`, `metrics`, `manager`, `batcher`, `act`)."""
 
 from __future__ import annotations
 
+import copy
+import gc
 import logging
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
-import numpy as np
-from fastapi import FastAPI, HTTPException, Request, Response
-from fastapi.responses import ORJSONResponse
+import orjson
+from fastapi import APIRouter, FastAPI, HTTPException, Request
+from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import __version__
+from service.act import ActService, pick_served
+from service.act import router as act_router
+from service.admin import router as admin_router
+from service.batcher import BatchConfig, Executor, MicroBatcher
+from service.follower import Follower, load_at_startup
 from service.metrics import Metrics
-from service.models import LoadedModel, ModelManager
+from service.models import ModelManager, ModelNotLoaded
 from service.registry import open_registry
 from service.settings import ServeSettings
-from service.wire import ActRequest, ActResponse, Timing
 
 log = logging.getLogger(__name__)
 
 
-def unprocessable(field: str, msg: str) -> HTTPException:
-    """A 422 in FastAPI's own shape, naming the field and what to do."""
-    return HTTPException(422, detail=[{"loc": ["body", field], "msg": msg, "type": "value_error"}])
+class _BodyTooLarge(Exception):
+    pass
 
 
-def as_state_matrix(body: ActRequest, obs_dim: int) -> tuple[np.ndarray, str]:
-    field = "state" if body.state is not None else "states"
-    rows = [body.state] if body.state is not None else body.states
-    assert rows is not None
-    for i, row in enumerate(rows):
-        if len(row) != obs_dim:
-            where = field if field == "state" else f"states[{i}]"
-            raise unprocessable(field, f"{where} has {len(row)} values; this model needs obs_dim={obs_dim}")
-    with np.errstate(over="ignore"):  # overflow becomes Inf, refused just below
-        states = np.asarray(rows, dtype=np.float32)
-    if not np.isfinite(states).all():
-        bad = int(np.argwhere(~np.isfinite(states))[0][0])
-        where = field if field == "state" else f"states[{bad}]"
-        raise unprocessable(field, f"{where} contains NaN or Inf (or overflows float32); send finite numbers")
-    return states, field
+class BodySizeLimit:
+    """413 for a body over the limit: at once when Content-Length says so, else while it streams in.
 
+    Pure ASGI (no BaseHTTPMiddleware): it costs nothing on the hot path.
+    """
 
-class BodySizeLimit(BaseHTTPMiddleware):
-    """413 before reading a body whose declared length is over the limit."""
-
-    def __init__(self, app: Any, max_bytes: int) -> None:
-        super().__init__(app)
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
         self.max_bytes = max_bytes
 
-    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            detail = f"body of {length} bytes is over the {self.max_bytes}-byte limit; send fewer states"
-            return ORJSONResponse({"detail": detail}, status_code=413)
-        return await call_next(request)
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for key, value in scope["headers"]:
+            if key == b"content-length":
+                if value.isdigit() and int(value) > self.max_bytes:
+                    await self._reject(send, f"body of {int(value)} bytes")
+                    return
+                # The HTTP parser never delivers more than Content-Length bytes: nothing left to watch.
+                await self.app(scope, receive, send)
+                return
+        seen = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _BodyTooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _BodyTooLarge:
+            if not started:
+                await self._reject(send, "streamed body")
+
+    async def _reject(self, send: Send, what: str) -> None:
+        body = orjson.dumps(
+            {"detail": f"{what} is over the {self.max_bytes}-byte limit (max_body_bytes); send fewer states"}
+        )
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+probes = APIRouter()
+
+
+@probes.get("/healthz", summary="The process is alive")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@probes.get("/readyz", summary="A verified model is loaded (503 with the reason if not)")
+async def readyz(request: Request) -> Response:
+    manager: ModelManager = request.app.state.manager
+    follower: Follower = request.app.state.follower
+    body = {**manager.status(), "registry": follower.status()}  # serving a verified model = ready
+    return Response(orjson.dumps(body), 200 if body["ready"] else 503, media_type="application/json")
+
+
+@probes.get("/v1/models", summary="The loaded model and its manifest")
+async def models(request: Request) -> dict[str, Any]:
+    manager: ModelManager = request.app.state.manager
+    try:
+        model = manager.choose()
+    except ModelNotLoaded as exc:
+        raise HTTPException(409, detail=str(exc)) from exc
+    if model is None:
+        raise HTTPException(
+            503, detail=f"no model loaded: {manager.last_error or 'loading'}", headers={"Retry-After": "1"}
+        )
+    return {
+        "name": model.name,
+        "version": model.version,
+        "manifest": model.policy.manifest.model_dump(mode="json"),
+    }
+
+
+@probes.get("/metrics", summary="Prometheus metrics (DESIGN §3.4)")
+async def prometheus(request: Request) -> Response:
+    metrics: Metrics = request.app.state.metrics
+    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
 def create_app(settings: ServeSettings | None = None) -> FastAPI:
-    settings = settings or ServeSettings()
+    settings = settings or ServeSettings.model_validate({})  # env + .env; model_validate keeps mypy quiet
     metrics = Metrics()
-    manager = ModelManager(settings, open_registry(settings.registry, settings.registry_prefix), metrics)
-    rng = np.random.default_rng(settings.seed)
+    registry = open_registry(settings.registry, settings.registry_prefix)
+    manager = ModelManager(settings, registry, metrics)
+    follower = Follower(manager, registry, metrics, settings.registry_poll_seconds)
+    batcher = MicroBatcher(
+        BatchConfig(
+            max_batch_size=settings.max_batch_size,
+            max_queue_delay_ms=settings.max_queue_delay_ms,
+            queue_timeout_ms=settings.queue_timeout_ms,
+            max_queue_rows=settings.max_queue_rows,
+            executor=cast(Executor, settings.batch_executor),
+        ),
+        metrics,
+        seed=settings.seed,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        try:
-            manager.load()
-        except Exception as exc:  # the server still starts; /readyz says why it is not ready
-            log.error("no model at start-up", extra={"error": str(exc)})
+        await load_at_startup(manager, follower, settings)  # never raises: /readyz says why if no model
+        if settings.gc_freeze:
+            # Start-up objects (modules, sessions, the app) never die: keep them out of every GC pass.
+            gc.collect()
+            gc.freeze()
         yield
+        follower.stop()
+        drained = await batcher.drain(settings.drain_timeout_s)
+        registry.close()
+        log.info("shut down", extra={"drained": drained})
 
     app = FastAPI(title="QIPO policy server", version=__version__, lifespan=lifespan)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    app.state.manager = manager
-    app.state.metrics = metrics
     app.state.settings = settings
-
-    def ready_model() -> LoadedModel:
-        model = manager.current
-        if model is None:
-            raise HTTPException(
-                503,
-                detail=f"no model loaded: {manager.last_error or 'loading'}",
-                headers={"Retry-After": "1"},
-            )
-        return model
-
-    @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get("/readyz")
-    async def readyz() -> ORJSONResponse:
-        model = manager.current
-        body = {
-            "ready": model is not None,
-            "model": model.name if model else settings.model_name,
-            "version": model.version if model else None,
-            "last_error": manager.last_error,
-        }
-        return ORJSONResponse(body, status_code=200 if model else 503)
-
-    @app.get("/v1/models")
-    async def models() -> dict[str, Any]:
-        model = ready_model()
-        return {
-            "name": model.name,
-            "version": model.version,
-            "manifest": model.policy.manifest.model_dump(mode="json"),
-        }
-
-    @app.get("/metrics")
-    async def prometheus() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-    @app.post("/act", response_model=ActResponse, response_class=ORJSONResponse)
-    async def act(body: ActRequest) -> ORJSONResponse:
-        start = time.perf_counter()
-        model = ready_model()
-        policy = model.policy
-        try:
-            states, field = as_state_matrix(body, policy.obs_dim)
-            if len(states) > settings.max_batch_rows:
-                raise unprocessable(
-                    field, f"{len(states)} states is over max_batch_rows={settings.max_batch_rows}"
-                )
-        except HTTPException:
-            metrics.requests.labels(status="422").inc()
-            raise
-        gen = np.random.default_rng(body.seed) if body.seed is not None else rng
-        noise = gen.standard_normal((len(states), policy.noise_dim), dtype=np.float32)
-        queued = time.perf_counter()
-        raw = policy.act(states, noise)
-        infer_done = time.perf_counter()
-        actions = np.clip(raw, policy.low, policy.high)
-        saturated = (actions <= policy.low + 1e-6) | (actions >= policy.high - 1e-6)
-        clipped = bool(saturated.any())
-        if clipped:
-            metrics.clipped.inc(int(saturated.any(axis=1).sum()))
-        metrics.batch_size.observe(len(states))
-        total = time.perf_counter() - start
-        metrics.latency.observe(total)
-        metrics.requests.labels(status="200").inc()
-        reply: dict[str, Any] = {
-            "model": model.name,
-            "version": model.version,
-            "clipped": clipped,
-            "timing": Timing(
-                queue_ms=(queued - start) * 1e3, infer_ms=(infer_done - queued) * 1e3, total_ms=total * 1e3
-            ).model_dump(),
-            "request_id": body.request_id,
-        }
-        if body.state is not None:
-            reply["action"] = actions[0].tolist()
-        else:
-            reply["actions"] = actions.tolist()
-        return ORJSONResponse(reply)
-
+    app.state.metrics = metrics
+    app.state.manager = manager
+    app.state.batcher = batcher
+    app.state.follower = follower
+    app.state.act = ActService(settings, metrics, manager, batcher, pick_served(manager))
+    # Routes go straight onto the app (FastAPI ≥0.165 would nest an included router as one opaque entry,
+    # hiding its paths from `app.routes`); /act first, since routes are matched in order.
+    for router in (act_router, probes):
+        app.router.routes.extend(router.routes)
+    app.include_router(admin_router)
+    app.openapi = lambda: openapi_with_dims(app, manager)  # type: ignore[method-assign]
     return app
+
+
+def openapi_with_dims(app: FastAPI, manager: ModelManager) -> dict[str, Any]:
+    """The OpenAPI schema with `state` pinned to the served model's obs_dim, so clients (and schemathesis)
+    see the exact shape; rebuilt per call because a hot reload may change the model."""
+    schema = copy.deepcopy(FastAPI.openapi(app))
+    model = manager.current
+    if model is None:
+        return schema
+    dim = {"minItems": model.policy.obs_dim, "maxItems": model.policy.obs_dim}
+    body = schema["paths"]["/act"]["post"]["requestBody"]["content"]["application/json"]
+    props = body["schema"]["properties"]
+    props["state"]["anyOf"][0] |= dim
+    props["states"]["anyOf"][0]["items"] |= dim
+    return schema

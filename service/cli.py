@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from service.registry import RegistryError, open_registry
+from service import canary
+from service.registry import Registry, RegistryError, open_registry
+
+T = TypeVar("T")
 
 app = typer.Typer(help="Train QIPO flow policies offline and serve them to robots.", no_args_is_help=True)
 registry_app = typer.Typer(help="Publish, list and promote model versions.", no_args_is_help=True)
@@ -163,6 +167,64 @@ def registry_pull(
     except RegistryError as exc:
         raise fail(str(exc)) from exc
     console.print(f"pulled {name} version {version} into {dest}")
+
+
+@registry_app.command("gc")
+def registry_gc(
+    name: str,
+    retention: Annotated[
+        float, typer.Option("--older-than", help="Keep versions published less than this many hours ago")
+    ] = 24 * 7,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list what would be removed")] = False,
+    registry: RegistryOpt = "./registry",
+    prefix: PrefixOpt = "qipo",
+) -> None:
+    """Remove versions no alias points to and older than the retention (the newest is always kept)."""
+    try:
+        removed = open_registry(registry, prefix).gc(name, retention * 3600.0, dry_run=dry_run)
+    except RegistryError as exc:
+        raise fail(str(exc)) from exc
+    verb = "would remove" if dry_run else "removed"
+    console.print(f"{name}: {verb} versions {removed}" if removed else f"{name}: nothing to remove")
+
+
+canary_app = typer.Typer(help="Route a share of robots to a candidate version, then promote or abort.")
+registry_app.add_typer(canary_app, name="canary")
+
+
+def _registry_call(registry: str, prefix: str, action: Callable[[Registry], T]) -> T:
+    """Open the registry and run one action; a RegistryError becomes one readable line and exit 1."""
+    try:
+        return action(open_registry(registry, prefix))
+    except RegistryError as exc:
+        raise fail(str(exc)) from exc
+
+
+@canary_app.command("start")
+def canary_start(
+    name: str,
+    ref: Annotated[str, typer.Argument(help="Version number or alias to try")],
+    share: Annotated[float, typer.Option(help="Fraction of robots (by robot_id hash), 0..1")] = 0.1,
+    registry: RegistryOpt = "./registry",
+    prefix: PrefixOpt = "qipo",
+) -> None:
+    """Point the `canary` alias at a version; robots in `share` are served it (sticky by robot_id)."""
+    move = _registry_call(registry, prefix, lambda reg: canary.start(reg, name, ref, share))
+    console.print(f"{name}:canary {move.from_version} -> {move.to_version} for {share:.0%} of robots")
+
+
+@canary_app.command("promote")
+def canary_promote(name: str, registry: RegistryOpt = "./registry", prefix: PrefixOpt = "qipo") -> None:
+    """Production takes the canary's version; the canary alias is removed."""
+    move = _registry_call(registry, prefix, lambda reg: canary.promote(reg, name))
+    console.print(f"{name}:production {move.from_version} -> {move.to_version} (canary promoted)")
+
+
+@canary_app.command("abort")
+def canary_abort(name: str, registry: RegistryOpt = "./registry", prefix: PrefixOpt = "qipo") -> None:
+    """Remove the canary alias; its robots return to production."""
+    move = _registry_call(registry, prefix, lambda reg: canary.abort(reg, name))
+    console.print(f"{name}: canary on version {move.from_version} aborted")
 
 
 def _missing_extra(ep: EntryPoint, exc: Exception) -> Any:

@@ -27,3 +27,33 @@ class ServeSettings(BaseSettings):
     admin_token: SecretStr | None = Field(None, description="Bearer token for admin routes (unset: disabled)")
     log_level: str = Field("info", description="Log level")
     seed: int = Field(0, description="Seed of the server's noise generator (requests may pass their own)")
+
+    # Registry following, canary and drain (issue 7).
+    follow_registry: bool = Field(True, description="Watch the registry and hot-swap on alias moves")
+    registry_poll_seconds: float = Field(1.0, gt=0, description="Generation poll / stream block interval")
+    startup_timeout_seconds: float = Field(10.0, ge=0, description="Retry the first load this long (backoff)")
+    drain_seconds: float = Field(10.0, ge=0, description="Keep a replaced model while pinned robots use it")
+    max_retired: int = Field(2, ge=0, description="Most replaced models kept in memory for pinned robots")
+    # Micro-batching and robot safety (issue 6; DESIGN §3.3, §3.3a).
+    max_queue_delay_ms: float = Field(
+        default=0.0,
+        ge=0,
+        description="Micro-batcher: wait this long to fill a batch (0: flush every loop tick)",
+    )
+    queue_timeout_ms: float = Field(
+        default=1000.0, gt=0, description="Answer 503 to a request queued longer than this"
+    )
+    max_queue_rows: int = Field(
+        default=4096, ge=1, description="Rows allowed to wait; beyond it /act answers 503"
+    )
+    batch_executor: str = Field(
+        default="inline",
+        pattern="^(inline|thread)$",
+        description="Run ONNX inline on the event loop, or in one worker thread (GPU, long calls)",
+    )
+    drain_timeout_s: float = Field(
+        default=10.0, ge=0, description="On shutdown, wait this long for in-flight requests"
+    )
+    gc_freeze: bool = Field(
+        default=True, description="gc.freeze() after start-up (fewer GC pauses on the hot path)"
+    )

@@ -219,24 +219,50 @@ def _act_fn_for(path: Path) -> tuple[Any, str, int]:
     return policy.act_numpy, f"{path.name} ({cfg.algo})", policy.noise_dim
 
 
+def _evaluate_server(url: str, env: str, episodes: int, seed: int) -> tuple[dict[str, Any], str]:
+    """Closed loop through the server: one request per robot and step with seed=step_seed(...), so the
+    returns equal an in-process evaluation of the same artifact."""
+    from service.client import NoAction, SeededActor, ServerError
+    from training.eval import evaluate
+
+    actor = SeededActor(url)
+    try:
+        return evaluate(None, env, episodes, seed, seeded_act=actor), f"{url} (server)"
+    except (NoAction, ServerError) as exc:
+        raise fail(f"server {url}: {exc}") from exc
+    finally:
+        actor.close()
+
+
 def eval_command(
-    runs: Annotated[list[Path], typer.Argument(help="Run directories or exported artifact directories")],
+    runs: Annotated[
+        list[Path] | None, typer.Argument(help="Run directories or exported artifact directories")
+    ] = None,
     env: Annotated[str, typer.Option(help="gymnasium env id")] = "Pendulum-v1",
     episodes: Annotated[int, typer.Option(min=1)] = 10,
     seed: int = 10_000,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the results here")] = None,
+    server: Annotated[
+        str | None, typer.Option("--server", help="Also evaluate the policy served at this URL (POST /act)")
+    ] = None,
 ) -> None:
     """Evaluate policies in gymnasium with fixed seeds and print them side by side."""
     from training.eval import evaluate
 
+    if not runs and not server:
+        raise fail("nothing to evaluate: give run/artifact directories and/or --server URL")
     table = Table("policy", "mean return", "std", "normalised (own refs)", "episodes")
     results = {}
-    for path in runs:
-        try:
-            act, label, noise_dim = _act_fn_for(path)
-        except (FileNotFoundError, ValueError) as exc:
-            raise fail(str(exc)) from exc
-        res = evaluate(act, env, episodes, seed, noise_dim=noise_dim)
+    targets: list[Path | str] = [*(runs or []), *([server] if server else [])]
+    for path in targets:
+        if isinstance(path, str):
+            res, label = _evaluate_server(path, env, episodes, seed)
+        else:
+            try:
+                act, label, noise_dim = _act_fn_for(path)
+            except (FileNotFoundError, ValueError) as exc:
+                raise fail(str(exc)) from exc
+            res = evaluate(act, env, episodes, seed, noise_dim=noise_dim)
         results[str(path)] = res
         score = res["normalized_score"]
         table.add_row(

@@ -15,6 +15,9 @@ from tqdm import tqdm
 from training.data import pendulum
 
 ActFn = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (states [B,S], noise [B,A]) -> actions [B,A]
+# (states [B,S], per-row step seeds [B]) -> actions [B,A]: a policy that draws its own noise from the seed,
+# e.g. the server (`service.client.SeededActor`), which then reproduces an in-process evaluation exactly.
+SeededActFn = Callable[[np.ndarray, list[int]], np.ndarray]
 
 # Our own reference returns per env (random, expert), for a 0–100 normalised score. MuJoCo envs get
 # theirs from the dataset generator (training.data.mujoco writes them into OWN_REFS_FILE-style metadata).
@@ -64,11 +67,12 @@ def normalized_score(env_id: str, ret: float, refs: tuple[float, float] | None =
 
 
 def evaluate(
-    act: ActFn,
+    act: ActFn | None,
     env_id: str,
     episodes: int = 10,
     seed: int = 0,
     progress: bool = True,
+    seeded_act: SeededActFn | None = None,
     noise_dim: int | None = None,
     own_refs: tuple[float, float] | None = None,
 ) -> dict[str, Any]:
@@ -89,7 +93,11 @@ def evaluate(
     bar = tqdm(desc=f"eval {env_id}", unit="step", disable=not progress, leave=False)
     while active:
         states = np.stack([obs[i] for i in active]).astype(np.float32)
-        actions = act(states, step_noise(seed, active, step, act_dim))
+        if seeded_act is not None:
+            actions = seeded_act(states, [step_seed(seed, i, step) for i in active])
+        else:
+            assert act is not None, "pass act or seeded_act"
+            actions = act(states, step_noise(seed, active, step, act_dim))
         still = []
         for row, i in enumerate(active):
             obs[i], reward, terminated, truncated, _ = envs[i].step(actions[row])

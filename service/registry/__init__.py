@@ -5,23 +5,29 @@ from __future__ import annotations
 from pathlib import Path
 
 from service.registry.base import (
+    CANARY_ALIAS,
     AliasMove,
     ConflictError,
+    IntegrityError,
     ModelVersion,
     NotFoundError,
     Registry,
     RegistryError,
+    UnavailableError,
 )
 from service.registry.directory import DirectoryRegistry
 
 __all__ = [
+    "CANARY_ALIAS",
     "AliasMove",
     "ConflictError",
     "DirectoryRegistry",
+    "IntegrityError",
     "ModelVersion",
     "NotFoundError",
     "Registry",
     "RegistryError",
+    "UnavailableError",
     "open_registry",
 ]
 

@@ -26,6 +26,17 @@ class ConflictError(RegistryError):
     """A compare-and-set lost a race or a version would be overwritten."""
 
 
+class IntegrityError(RegistryError):
+    """Stored bytes do not match their manifest (corrupted or tampered with); nothing was loaded."""
+
+
+class UnavailableError(RegistryError):
+    """The registry's server cannot be reached; callers keep what they have and retry later."""
+
+
+CANARY_ALIAS = "canary"
+
+
 def utcnow() -> str:
     return datetime.now(UTC).isoformat()
 
@@ -44,6 +55,12 @@ class AliasMove(BaseModel):
     to_version: int | None
     at: str = Field(default_factory=utcnow)
     reason: str = ""
+
+
+def check_share(share: float) -> float:
+    if not 0.0 <= share <= 1.0:
+        raise RegistryError(f"canary share must be between 0 and 1 (a fraction of robots), got {share}")
+    return float(share)
 
 
 def check_alias(alias: str) -> str:
@@ -77,9 +94,10 @@ class Registry(abc.ABC):
     def set_alias(
         self, name: str, alias: str, version: int | None, *, expected: int | None = None, reason: str = ""
     ) -> AliasMove:
-        """Point `alias` at `version` if it currently points at `expected` (compare-and-set).
+        """Point `alias` at `version` (None: remove it) only if it now points at `expected`.
 
-        `expected=None` means "whatever it points at now" is not checked; use `promote` for a checked move.
+        A strict compare-and-set: `expected=None` means "the alias must not exist yet". On a lost race this
+        raises ConflictError and nothing changes; a move appends to the history and bumps `generation`.
         """
 
     @abc.abstractmethod
@@ -92,6 +110,44 @@ class Registry(abc.ABC):
     @abc.abstractmethod
     def generation(self) -> int:
         """A counter bumped by every alias move, so followers can poll for change cheaply."""
+
+    @abc.abstractmethod
+    def canary_share(self, name: str) -> float:
+        """Fraction of robots (0..1) routed to the `canary` alias while it exists."""
+
+    @abc.abstractmethod
+    def set_canary_share(self, name: str, share: float) -> None:
+        """Store the canary share and bump `generation`, so replicas re-route."""
+
+    @abc.abstractmethod
+    def _delete_version(self, name: str, version: int) -> bool:
+        """Remove one version unless an alias points at it (checked atomically); True if removed."""
+
+    def gc(self, name: str, retention_seconds: float, *, dry_run: bool = False) -> list[int]:
+        """Remove versions no alias points to and published more than `retention_seconds` ago.
+
+        The newest version is always kept, so a version number is never handed out twice.
+        """
+        if retention_seconds < 0:
+            raise RegistryError(f"retention must be >= 0 seconds, got {retention_seconds}")
+        versions = self.versions(name)
+        if not versions:
+            return []
+        pointed = set(self.aliases(name).values())
+        now = datetime.now(UTC)
+        removed: list[int] = []
+        for mv in versions[:-1]:
+            if mv.version in pointed:
+                continue
+            try:
+                age = (now - datetime.fromisoformat(mv.published_at)).total_seconds()
+            except ValueError:
+                continue  # unknown age: keep it
+            if age <= retention_seconds:
+                continue
+            if dry_run or self._delete_version(name, mv.version):
+                removed.append(mv.version)
+        return removed
 
     def resolve(self, name: str, ref: str | int) -> int:
         """A version number, or an alias name, to a version number."""
@@ -120,6 +176,13 @@ class Registry(abc.ABC):
             raise RegistryError(f"alias {alias!r} of {name!r} has no earlier version to roll back to")
         last = moves[-1]
         return self.set_alias(name, alias, last.from_version, expected=last.to_version, reason="rollback")
+
+    def ping(self) -> bool:
+        """True when the backend answers (a directory always does)."""
+        return True
+
+    def close(self) -> None:  # noqa: B027 - optional hook, a directory has nothing to release
+        """Release connections (nothing to do for a directory)."""
 
     def latest(self, name: str) -> int:
         versions = self.versions(name)

@@ -1,9 +1,10 @@
 """A registry in a local directory: the embedded default, needs no server.
 
 Layout: `ROOT/<name>/versions/<n>/{manifest.json, policy.onnx}`, `ROOT/<name>/aliases.json`,
-`ROOT/<name>/history.jsonl`, `ROOT/generation`. A version appears by one `rename` of a fully written and
-verified staging directory, so a publish that dies midway leaves nothing visible. Alias moves take an
-exclusive `flock` and replace `aliases.json` with `os.replace`, so readers see the old or the new map.
+`ROOT/<name>/history.jsonl`, `ROOT/<name>/canary.json`, `ROOT/generation`. A version appears by one
+`rename` of a fully written and verified staging directory, so a publish that dies midway leaves nothing
+visible. Alias moves take an exclusive `flock` and replace `aliases.json` with `os.replace`, so readers see
+the old or the new map.
 """
 
 from __future__ import annotations
@@ -22,11 +23,13 @@ from service.artifact import ArtifactError, read_manifest, verify_artifact
 from service.registry.base import (
     AliasMove,
     ConflictError,
+    IntegrityError,
     ModelVersion,
     NotFoundError,
     Registry,
     RegistryError,
     check_alias,
+    check_share,
     utcnow,
 )
 
@@ -78,7 +81,7 @@ class DirectoryRegistry(Registry):
             while True:
                 version = self._next_version(manifest.name)
                 try:
-                    os.rename(staging, versions_dir / str(version))
+                    os.rename(staging, versions_dir / str(version))  # never onto an existing version
                     break
                 except OSError as exc:  # another publisher took this number: take the next
                     if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
@@ -118,9 +121,9 @@ class DirectoryRegistry(Registry):
         self, name: str, alias: str, version: int | None, *, expected: int | None = None, reason: str = ""
     ) -> AliasMove:
         check_alias(alias)
-        if version is not None:
-            self.get(name, version)
         with self._lock(name):
+            if version is not None:
+                self.get(name, version)
             aliases = self.aliases(name)
             current = aliases.get(alias)
             if current != expected:
@@ -160,8 +163,31 @@ class DirectoryRegistry(Registry):
         manifest = read_manifest(src)
         for fname in [*manifest.files, "manifest.json"]:
             shutil.copy2(src / fname, dest / fname)
-        verify_artifact(dest)
+        try:
+            verify_artifact(dest)
+        except ArtifactError as exc:
+            raise IntegrityError(f"{name} version {version} failed verification on pull: {exc}") from exc
         return dest
+
+    def canary_share(self, name: str) -> float:
+        path = self._model_dir(name) / "canary.json"
+        return float(json.loads(path.read_text())["share"]) if path.exists() else 0.0
+
+    def set_canary_share(self, name: str, share: float) -> None:
+        check_share(share)
+        with self._lock(name):
+            _write_atomic(self._model_dir(name) / "canary.json", json.dumps({"share": share}))
+            self._bump_generation()
+
+    def _delete_version(self, name: str, version: int) -> bool:
+        vdir = self._model_dir(name) / "versions" / str(version)
+        with self._lock(name):  # set_alias holds the same lock, so no alias can move onto it meanwhile
+            if version in self.aliases(name).values() or not vdir.is_dir():
+                return False
+            trash = self._model_dir(name) / f".gc-{version}-{uuid.uuid4().hex}"
+            os.rename(vdir, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+        return True
 
     def generation(self) -> int:
         path = self.root / "generation"

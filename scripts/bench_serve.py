@@ -1,0 +1,507 @@
+"""`make bench-serve`: the real server against a no-model floor, in one run, on loopback; plus the fused
+ONNX sampler against torch eager.
+
+- floor: a FastAPI app with the same route, body parsing (orjson) and reply shape, but no model, no
+  validation and no batching: what this box can answer at all with FastAPI + uvicorn.
+- qipo: `service.app.create_app` serving a published artifact (micro-batcher, validation, metrics).
+Both run under real uvicorn (uvloop + httptools, no access log) in their own process; the load generator
+is a raw-socket asyncio client with N keep-alive connections, each sending the next request as soon as the
+last reply arrived (closed loop), for a bounded time per level.
+
+Writes docs/bench/serve.json, serve.md and serve.png. Ratios are against the floor of the same run, so
+they hold on other boxes even where absolute numbers do not. torch is used here only (never in service/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+from fastapi import FastAPI, Request, Response
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = "pendulum-qipo"
+NOTES = """## How to read this
+
+- Every number comes from one run: the floor and each server are loaded in turn at each client count, so
+  drift of the box hits all of them alike. On a box shared with other jobs, wall-clock req/s and latency
+  move by ±50% between runs; **server CPU µs/req** (user + system time of the server process, threads
+  included, over the measured window ÷ requests answered) does not depend on how much CPU the server was
+  given, so it is the column to compare across runs and boxes.
+- `mean batch` is rows per ONNX call from the server's own `qipo_batch_size` histogram. The batcher
+  flushes at the end of the event-loop tick (no fixed wait), so batches grow with load by themselves.
+- Goals (issue 6): at 64 clients ≥ 0.75× the floor's req/s and p99 ≤ 1.5× the floor's; at 1 client p50 ≤
+  floor p50 + 1.2× the sampler's batch-1 time; ONNX ≥ 3× torch eager at batch 1.
+- `default` is the network `qipo train` exports by default; `small` is a 16× cheaper one that isolates
+  the serving overhead from the model's compute."""
+GOAL_WORD = {True: "met", False: "NOT met", None: "not measured"}
+ARCHS = {  # name -> (hidden, blocks, steps)
+    "default": (256, 2, 10),  # QIPOConfig defaults: what `qipo train` exports
+    "small": (64, 2, 10),  # a policy ~16x cheaper per row: shows the serving overhead itself
+}
+
+
+# ----- servers (run in child processes) --------------------------------------------------------------
+def floor_app() -> Any:
+    app = FastAPI()
+    timing = {"queue_ms": 0.0, "infer_ms": 0.0, "total_ms": 0.0}
+
+    @app.post("/act")
+    async def act(request: Request) -> Response:
+        body = orjson.loads(await request.body())
+        reply = {
+            "model": MODEL,
+            "version": 1,
+            "clipped": False,
+            "timing": timing,
+            "request_id": body.get("request_id"),
+            "action": [0.0] * 1,
+        }
+        return Response(orjson.dumps(reply), media_type="application/json")
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app
+
+
+def serve(kind: str, port: int, registry: str, cache: str, executor: str) -> None:
+    import gc
+
+    import uvicorn
+
+    if kind == "floor":
+        app = floor_app()
+        gc.collect()
+        gc.freeze()  # same start-up treatment as the real server
+    else:
+        from service.app import create_app
+        from service.settings import ServeSettings
+
+        app = create_app(
+            ServeSettings.model_validate(
+                {"registry": registry, "cache_dir": cache, "model_name": MODEL, "batch_executor": executor}
+            )
+        )
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_server(
+    kind: str, registry: Path, cache: Path, executor: str
+) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "_serve", kind, str(port), str(registry), str(cache), executor],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    end = time.monotonic() + 60
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{kind} server exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                if b"200 OK" in sock.recv(1024):
+                    return proc, port
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"{kind} server did not start on port {port}")
+
+
+def stop_server(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+# ----- load generator --------------------------------------------------------------------------------
+def requests_bytes(n: int = 64) -> list[bytes]:
+    """Pre-encoded POST /act requests (Pendulum-shaped states, no seed: what a robot sends)."""
+    rng = np.random.default_rng(0)
+    out = []
+    for _ in range(n):
+        theta = rng.uniform(-np.pi, np.pi)
+        body = orjson.dumps(
+            {"state": [float(np.cos(theta)), float(np.sin(theta)), float(rng.uniform(-8, 8))]}
+        )
+        head = (
+            f"POST /act HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        )
+        out.append(head.encode() + body)
+    return out
+
+
+async def _worker(
+    port: int, reqs: list[bytes], start: float, end: float, lat: list[float], errors: list[int]
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    i = 0
+    try:
+        while True:
+            t0 = time.perf_counter()
+            if t0 >= end:
+                break
+            writer.write(reqs[i % len(reqs)])
+            i += 1
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line[:15].lower() == b"content-length:":
+                    length = int(line[15:])
+            await reader.readexactly(length)
+            t1 = time.perf_counter()
+            if t0 >= start:  # after the warm-up
+                lat.append(t1 - t0)
+                if not head.startswith(b"HTTP/1.1 200"):
+                    errors.append(1)
+    finally:
+        writer.close()
+
+
+async def load_with_cpu(
+    pid: int, port: int, clients: int, warmup: float, duration: float
+) -> tuple[dict[str, float], float]:
+    """`load`, plus the server's CPU seconds spent during the measured window."""
+    task = asyncio.ensure_future(load(port, clients, warmup, duration))
+    await asyncio.sleep(warmup)
+    start = cpu_seconds(pid)
+    await asyncio.sleep(duration)
+    end = cpu_seconds(pid)
+    return await task, end - start
+
+
+async def load(port: int, clients: int, warmup: float, duration: float) -> dict[str, float]:
+    reqs = requests_bytes()
+    lat: list[float] = []
+    errors: list[int] = []
+    now = time.perf_counter()
+    start, end = now + warmup, now + warmup + duration
+    await asyncio.gather(*(_worker(port, reqs, start, end, lat, errors) for _ in range(clients)))
+    lat_ms = np.asarray(lat) * 1e3
+    return {
+        "requests": len(lat),
+        "errors": len(errors),
+        "rps": len(lat) / duration,
+        "p50_ms": float(np.percentile(lat_ms, 50)),
+        "p99_ms": float(np.percentile(lat_ms, 99)),
+    }
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (and its threads) so far: a cost per request that holds even
+    when other work shares the box and wall-clock req/s does not."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def scrape_batches(port: int) -> tuple[float, float]:
+    """(sum, count) of qipo_batch_size from /metrics."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    total = count = 0.0
+    for line in data.decode().splitlines():
+        if line.startswith("qipo_batch_size_sum "):
+            total = float(line.split()[1])
+        elif line.startswith("qipo_batch_size_count "):
+            count = float(line.split()[1])
+    return total, count
+
+
+# ----- sampler: ONNX vs torch eager --------------------------------------------------------------------
+def build_artifact(out: Path, hidden: int, blocks: int, steps: int) -> Any:
+    import torch
+
+    from training.export import export_artifact
+    from training.networks import VelocityNet
+    from training.paths import make_path
+    from training.policy import FlowPolicy, Normalizer
+
+    torch.manual_seed(0)
+    norm = Normalizer(np.zeros(3), np.ones(3), np.array([-2.0]), np.array([2.0]))
+    policy = FlowPolicy(VelocityNet(3, 1, hidden, blocks, 32), norm, make_path("qipo-ot"), steps).eval()
+    export_artifact(
+        policy, out, name=MODEL, variant="qipo-ot", training_config={}, dataset={"name": "bench"}, scores={}
+    )
+    return policy
+
+
+def time_call(fn: Any, repeats: int) -> float:
+    for _ in range(max(3, repeats // 10)):
+        fn()
+    samples = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t0)
+    return statistics.median(samples) * 1e3
+
+
+def bench_sampler(policy: Any, artifact: Path) -> list[dict[str, Any]]:
+    import torch
+
+    from service.runtime import OnnxPolicy
+
+    torch.set_num_threads(1)
+    onnx = OnnxPolicy.load(artifact, intra_threads=1)
+    rows = []
+    for batch in (1, 64, 256):
+        rng = np.random.default_rng(batch)
+        state = rng.standard_normal((batch, 3), dtype=np.float32)
+        noise = rng.standard_normal((batch, 1), dtype=np.float32)
+        ts, tn = torch.from_numpy(state), torch.from_numpy(noise)
+        repeats = 300 if batch == 1 else 40
+
+        def eager(ts: Any = ts, tn: Any = tn) -> None:
+            with torch.inference_mode():
+                policy(ts, tn)
+
+        torch_ms = time_call(eager, repeats)
+        onnx_ms = time_call(lambda s=state, n=noise: onnx.act(s, n), repeats)
+        rows.append(
+            {"batch": batch, "onnx_ms": onnx_ms, "torch_eager_ms": torch_ms, "speedup": torch_ms / onnx_ms}
+        )
+    return rows
+
+
+# ----- report ---------------------------------------------------------------------------------------
+def ratios(records: list[dict[str, Any]], sampler: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Per qipo server (arch:executor): req/s and p99 against the floor at the same client count."""
+    floor = {r["clients"]: r for r in records if r["server"] == "floor"}
+    out: dict[str, Any] = {}
+    for variant in dict.fromkeys(f"{r['model']}:{r['executor']}" for r in records if r["server"] == "qipo"):
+        arch = variant.split(":")[0]
+        compute_1 = next(r["onnx_ms"] for r in sampler[arch] if r["batch"] == 1)
+        speed_1 = next(r["speedup"] for r in sampler[arch] if r["batch"] == 1)
+        per: dict[str, Any] = {}
+        for r in records:
+            if r["server"] == "qipo" and f"{r['model']}:{r['executor']}" == variant:
+                f = floor[r["clients"]]
+                per[str(r["clients"])] = {
+                    "rps_ratio": r["rps"] / f["rps"],
+                    "cpu_per_req_ratio": r["server_cpu_us_per_req"] / f["server_cpu_us_per_req"],
+                    "p99_ratio": r["p99_ms"] / f["p99_ms"],
+                    "p50_over_floor_ms": r["p50_ms"] - f["p50_ms"],
+                }
+        one, many = per.get("1"), per.get("64")
+        out[variant] = {
+            "by_clients": per,
+            "sampler_ms_batch1": compute_1,
+            "goals": {
+                "rps_64_ge_0.75x_floor": None if many is None else many["rps_ratio"] >= 0.75,
+                "p99_64_le_1.5x_floor": None if many is None else many["p99_ratio"] <= 1.5,
+                "p50_1_le_floor_plus_1.2x_sampler": None
+                if one is None
+                else one["p50_over_floor_ms"] <= 1.2 * compute_1,
+                "onnx_ge_3x_torch_batch1": speed_1 >= 3.0,
+            },
+        }
+    return out
+
+
+def write_report(out_dir: Path, result: dict[str, Any]) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "serve.json").write_text(json.dumps(result, indent=2) + "\n")
+    meta = result["meta"]
+    lines = [
+        "# Serving benchmark (`make bench-serve`)",
+        "",
+        f"{meta['when']} · {meta['machine']} · {meta['duration_s']} s per level after {meta['warmup_s']} s "
+        f"warm-up · load average at end {meta['loadavg_at_end'][0]:.1f} · "
+        "load generator: raw-socket asyncio, keep-alive, closed loop, same box.",
+        "",
+        "Floor = FastAPI + uvicorn app with the same route, orjson parse and reply shape but no model.",
+        "Architectures: "
+        + ", ".join(f"`{k}` = {h} wide × {b} blocks, {s} Euler steps" for k, (h, b, s) in ARCHS.items())
+        + ".",
+        "",
+        "| server | model | executor | clients | req/s | p50 ms | p99 ms | mean batch | server CPU µs/req |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in result["records"]:
+        mb = "" if r["mean_batch"] is None else f"{r['mean_batch']:.1f}"
+        lines.append(
+            f"| {r['server']} | {r['model'] or ''} | {r['executor'] or ''} | {r['clients']} | "
+            f"{r['rps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {mb} | "
+            f"{r['server_cpu_us_per_req']:.0f} |"
+        )
+    lines += ["", "## Against the floor of the same run", ""]
+    for arch, info in result["ratios"].items():
+        lines.append(f"**qipo {arch}** (its sampler at batch 1: {info['sampler_ms_batch1']:.3f} ms)")
+        lines.append("")
+        lines.append(
+            "| clients | req/s ÷ floor | p99 ÷ floor | p50 − floor p50 (ms) | server CPU/req ÷ floor |"
+        )
+        lines.append("|---:|---:|---:|---:|---:|")
+        for c, v in info["by_clients"].items():
+            lines.append(
+                f"| {c} | {v['rps_ratio']:.2f} | {v['p99_ratio']:.2f} | {v['p50_over_floor_ms']:.2f} | "
+                f"{v['cpu_per_req_ratio']:.2f} |"
+            )
+        lines.append("")
+        lines.append("Goals: " + ", ".join(f"{k}: {GOAL_WORD[v]}" for k, v in info["goals"].items()))
+        lines.append("")
+    lines += ["## Fused ONNX sampler vs torch eager (1 thread each, median)", ""]
+    lines += ["| model | batch | ONNX ms | torch eager ms | speed-up |", "|---|---:|---:|---:|---:|"]
+    for arch, rows in result["sampler"].items():
+        for s in rows:
+            lines.append(
+                f"| {arch} | {s['batch']} | {s['onnx_ms']:.3f} | {s['torch_eager_ms']:.3f} | "
+                f"{s['speedup']:.1f}× |"
+            )
+    lines += ["", NOTES, ""]
+    (out_dir / "serve.md").write_text("\n".join(lines))
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+        series: dict[str, list[dict[str, Any]]] = {}
+        for r in result["records"]:
+            label = r["server"] if r["server"] == "floor" else f"qipo {r['model']}:{r['executor']}"
+            series.setdefault(label, []).append(r)
+        for label, rows in series.items():
+            xs = [r["clients"] for r in rows]
+            axes[0].plot(xs, [r["rps"] for r in rows], marker="o", label=label)
+            axes[1].plot(xs, [r["p99_ms"] for r in rows], marker="o", label=label)
+        for ax, title in zip(axes, ("req/s", "p99 latency (ms)"), strict=True):
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("concurrent clients")
+            ax.set_title(title)
+            ax.legend()
+        fig.tight_layout()
+        fig.savefig(out_dir / "serve.png", dpi=100)
+        plt.close(fig)
+    except ImportError:
+        pass
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", default="1,16,64")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds measured per level")
+    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument(
+        "--servers",
+        default="default:inline,default:thread,small:inline,small:thread",
+        help=f"qipo servers as arch:executor (arch in {','.join(ARCHS)}; executor inline|thread)",
+    )
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "bench")
+    args = parser.parse_args()
+
+    from tqdm import tqdm
+
+    from service.registry import open_registry
+
+    levels = [int(c) for c in args.clients.split(",")]
+    variants = [v.strip() for v in args.servers.split(",") if v.strip()]
+    archs = sorted({v.split(":")[0] for v in variants})
+    records: list[dict[str, Any]] = []
+    sampler: dict[str, list[dict[str, Any]]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
+        tmp_path = Path(tmp)
+        servers: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
+        try:
+            for arch in archs:
+                art = tmp_path / f"artifact-{arch}"
+                policy = build_artifact(art, *ARCHS[arch])
+                sampler[arch] = bench_sampler(policy, art)
+                reg = open_registry(str(tmp_path / f"registry-{arch}"), "qipo")
+                mv = reg.publish(art)
+                reg.promote(mv.name, "production", mv.version)
+            servers["floor"] = start_server("floor", tmp_path, tmp_path / "cache-floor", "inline")
+            for variant in variants:
+                arch, executor = variant.split(":")
+                servers[variant] = start_server(
+                    "qipo", tmp_path / f"registry-{arch}", tmp_path / f"cache-{variant}", executor
+                )
+            plan = [(c, name) for c in levels for name in ["floor", *variants]]
+            for clients, name in tqdm(plan, desc="bench-serve", unit="level"):
+                proc, port = servers[name]
+                before = scrape_batches(port) if name != "floor" else (0.0, 0.0)
+                res, cpu = asyncio.run(load_with_cpu(proc.pid, port, clients, args.warmup, args.duration))
+                after = scrape_batches(port) if name != "floor" else (0.0, 0.0)
+                calls = after[1] - before[1]
+                records.append(
+                    {
+                        "server": "floor" if name == "floor" else "qipo",
+                        "model": None if name == "floor" else name.split(":")[0],
+                        "executor": None if name == "floor" else name.split(":")[1],
+                        "clients": clients,
+                        "rps": res["rps"],
+                        "p50_ms": res["p50_ms"],
+                        "p99_ms": res["p99_ms"],
+                        "mean_batch": None
+                        if name == "floor"
+                        else (after[0] - before[0]) / calls
+                        if calls
+                        else None,
+                        "server_cpu_us_per_req": cpu * 1e6 / max(res["requests"], 1),
+                        "requests": res["requests"],
+                        "errors": res["errors"],
+                    }
+                )
+        finally:
+            for proc, _ in servers.values():
+                stop_server(proc)
+    result = {
+        "meta": {
+            "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+            "loadavg_at_end": os.getloadavg(),
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
+            "servers": variants,
+            "archs": {k: dict(zip(("hidden", "blocks", "steps"), ARCHS[k], strict=True)) for k in archs},
+        },
+        "records": records,
+        "ratios": ratios(records, sampler),
+        "sampler": sampler,
+    }
+    write_report(args.out, result)
+    print((args.out / "serve.md").read_text())
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "_serve":
+        serve(sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6])
+    else:
+        main()

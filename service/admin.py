@@ -1,0 +1,100 @@
+"""Admin routes: reload the served models, move an alias. Bearer token from `QIPO_ADMIN_TOKEN`.
+
+No header → 401 (with `WWW-Authenticate: Bearer`), wrong token → 403, no token configured → 403 saying
+that admin is disabled: an unset token never means "open".
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+
+from service import canary
+from service.follower import Follower
+from service.models import ModelManager
+from service.registry import ConflictError, NotFoundError, RegistryError, UnavailableError
+from service.settings import ServeSettings
+
+bearer = HTTPBearer(auto_error=False)
+
+
+def require_admin(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> None:
+    settings: ServeSettings = request.app.state.settings
+    if settings.admin_token is None or not settings.admin_token.get_secret_value():
+        raise HTTPException(
+            403, detail="admin routes are disabled: set QIPO_ADMIN_TOKEN on the server to enable"
+        )
+    if credentials is None:
+        raise HTTPException(
+            401,
+            detail="admin routes need `Authorization: Bearer <QIPO_ADMIN_TOKEN>`",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    if not hmac.compare_digest(
+        credentials.credentials.encode(), settings.admin_token.get_secret_value().encode()
+    ):
+        raise HTTPException(403, detail="admin token is wrong")
+
+
+router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
+
+
+class PromoteRequest(BaseModel):
+    ref: str = Field(description="Version number or alias to point at")
+    alias: str = Field("production", description="Alias to move")
+    expected: int | None = Field(
+        None, description="Compare-and-set: move only if the alias points here now (default: value read now)"
+    )
+    canary_share: float | None = Field(
+        None, ge=0, le=1, description="With alias=canary: fraction of robots routed to it"
+    )
+
+
+def _http_error(exc: RegistryError) -> HTTPException:
+    if isinstance(exc, ConflictError):
+        return HTTPException(409, detail=str(exc))
+    if isinstance(exc, NotFoundError):
+        return HTTPException(404, detail=str(exc))
+    if isinstance(exc, UnavailableError):
+        return HTTPException(503, detail=str(exc), headers={"Retry-After": "1"})
+    return HTTPException(400, detail=str(exc))
+
+
+@router.post("/reload")
+async def reload(request: Request) -> dict[str, Any]:
+    """Sync with the registry now and retry versions whose load failed."""
+    follower: Follower = request.app.state.follower
+    try:
+        return await run_in_threadpool(follower.reload)
+    except RegistryError as exc:
+        raise _http_error(exc) from exc
+
+
+@router.post("/promote")
+async def promote(request: Request, body: PromoteRequest) -> dict[str, Any]:
+    """Move an alias (atomic compare-and-set) and load it here; other replicas follow the stream."""
+    manager: ModelManager = request.app.state.manager
+    follower: Follower = request.app.state.follower
+    name = manager.settings.model_name
+
+    def run() -> dict[str, Any]:
+        reg = manager.registry
+        if body.alias == canary.CANARY_ALIAS and body.canary_share is not None:
+            move = canary.start(reg, name, body.ref, body.canary_share)
+        elif body.expected is not None:
+            move = reg.set_alias(name, body.alias, reg.resolve(name, body.ref), expected=body.expected)
+        else:
+            move = reg.promote(name, body.alias, body.ref, reason="admin promote")
+        return {"move": move.model_dump(mode="json"), "replica": follower.reload()}
+
+    try:
+        return await run_in_threadpool(run)
+    except RegistryError as exc:
+        raise _http_error(exc) from exc

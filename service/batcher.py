@@ -1,0 +1,345 @@
+"""Dynamic micro-batching of `/act` (Triton's vocabulary: max batch size, max queue delay, queue timeout).
+
+Each request's whole K-step ODE trajectory runs inside one ONNX call (the fused sampler), so batching is
+just stacking the states of every request that is waiting and calling the session once.
+
+When to flush (DESIGN §3.3a): at the end of the event-loop tick in which a request arrived, with no fixed
+wait. Every request whose handler ran in the same tick joins the batch; while a batch computes, the next
+one fills by itself. A fixed wait cannot fill a batch at low load and only adds latency (a 1 ms wait cost
+a single client more than half its throughput), so `max_queue_delay_ms` defaults to 0 and exists for
+GPUs, where a bigger batch is nearly free.
+
+Where the ONNX call runs (`executor`): "inline" (default) runs it on the event loop; "thread" hands the
+batch to one worker thread, so the loop keeps reading requests while ONNX Runtime (which releases the GIL)
+computes, with at most one batch in flight. On 2 CPU cores the two cost the same server CPU per request
+within the run-to-run noise (docs/bench/serve.md), so the default is the one with fewer moving parts;
+"thread" is for a GPU or a model whose call is long enough that stalling the loop for it hurts.
+
+Rows are independent in the graph and ONNX Runtime's CPU kernels give bit-identical rows whatever the batch,
+so a request gets the same action for the same seed alone or batched (tested).
+
+Robot safety lives here too: a request whose deadline cannot be met is answered "no action" (504) before
+any compute is spent on it, and an action finished after its deadline is never sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from service.metrics import Metrics
+from service.runtime import OnnxPolicy
+
+log = logging.getLogger(__name__)
+
+Executor = Literal["inline", "thread"]
+_Outcome = tuple[np.ndarray, np.ndarray, float]  # actions [B, A], saturated rows [B], infer seconds
+
+
+class BatchError(Exception):
+    """A request the batcher answers without an action; `status` is the HTTP status to send."""
+
+    status = 503
+    retry_after: str | None = "1"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class DeadlineExceeded(BatchError):
+    status = 504
+    retry_after = None
+
+
+class Overloaded(BatchError):
+    status = 503
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    max_batch_size: int = 256
+    max_queue_delay_ms: float = 0.0
+    queue_timeout_ms: float = 1000.0
+    max_queue_rows: int = 4096
+    executor: Executor = "inline"
+
+
+@dataclass(frozen=True)
+class ActResult:
+    actions: np.ndarray  # [n, A] float32, inside the bounds
+    saturated: np.ndarray  # [n] bool: a row at (or clipped to) a bound
+    queue_s: float
+    infer_s: float
+    batch_rows: int
+
+
+@dataclass
+class _Item:
+    policy: OnnxPolicy
+    rows: list[list[float]]
+    seed: int | None
+    future: asyncio.Future[ActResult]
+    enqueued: float
+    deadline: float | None  # perf_counter seconds
+    started: float = field(default=0.0)
+
+
+class MicroBatcher:
+    """Collects requests per event-loop tick and runs them as one ONNX call per model."""
+
+    def __init__(self, config: BatchConfig, metrics: Metrics, seed: int = 0) -> None:
+        self.config = config
+        self.metrics = metrics
+        self.rng = np.random.default_rng(seed)
+        self._pending: deque[_Item] = deque()
+        self.submitted = 0  # requests accepted into the queue since start
+        self._pending_rows = 0
+        self._scheduled = False
+        self._busy = False
+        self._closing = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        # Seconds per ONNX call, smoothed: how long a request still needs once it leaves the queue.
+        self._infer_estimate: dict[int, float] = {}
+
+    # ----- public -------------------------------------------------------------------------------------
+    async def submit(
+        self, policy: OnnxPolicy, rows: list[list[float]], seed: int | None, deadline: float | None = None
+    ) -> ActResult:
+        """Queue `rows` (already validated) for `policy`; resolves with clipped actions or raises BatchError.
+
+        `deadline` is absolute, in `time.perf_counter()` seconds.
+        """
+        if self._closing:
+            raise Overloaded("server is shutting down; send the request to another replica")
+        if self._pending_rows + len(rows) > self.config.max_queue_rows:
+            raise Overloaded(
+                f"queue is full ({self._pending_rows} rows waiting, "
+                f"limit {self.config.max_queue_rows}); retry"
+            )
+        loop = self._loop or asyncio.get_running_loop()
+        self._loop = loop
+        item = _Item(policy, rows, seed, loop.create_future(), time.perf_counter(), deadline)
+        self._pending.append(item)
+        self.submitted += 1
+        self._pending_rows += len(rows)
+        self._idle.clear()
+        self._schedule()
+        return await item.future
+
+    async def drain(self, timeout: float = 10.0) -> bool:
+        """Refuse new work, finish everything queued or computing; True if it finished in time."""
+        self._closing = True
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+            return True
+        except TimeoutError:
+            log.warning("drain timed out", extra={"pending": len(self._pending)})
+            return False
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=False)
+
+    @property
+    def queue_rows(self) -> int:
+        return self._pending_rows
+
+    # ----- scheduling ---------------------------------------------------------------------------------
+    def _schedule(self) -> None:
+        if not self._scheduled and not self._busy and self._loop is not None:
+            self._scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        if self._busy or not self._pending:
+            self._maybe_idle()
+            return
+        cfg = self.config
+        now = time.perf_counter()
+        if cfg.max_queue_delay_ms > 0 and self._pending_rows < cfg.max_batch_size:
+            wait = self._pending[0].enqueued + cfg.max_queue_delay_ms / 1e3 - now
+            if wait > 0:
+                assert self._loop is not None
+                self._scheduled = True
+                self._loop.call_later(wait, self._flush)
+                return
+        batch = self._take(now)
+        if not batch:
+            self._maybe_idle()
+            if self._pending:
+                self._schedule()
+            return
+        if cfg.executor == "thread":
+            self._busy = True
+            if self._pool is None:
+                self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="qipo-onnx")
+            future = self._pool.submit(self._compute, batch)
+            future.add_done_callback(lambda f: self._from_thread(batch, f))
+            return
+        self._finish(batch, self._run(batch))
+        if self._pending:
+            self._schedule()
+        else:
+            self._maybe_idle()
+
+    def _from_thread(self, batch: list[_Item], future: concurrent.futures.Future[_Outcome]) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._thread_done, batch, future)
+
+    def _thread_done(self, batch: list[_Item], future: concurrent.futures.Future[_Outcome]) -> None:
+        self._busy = False
+        exc = future.exception()
+        self._finish(batch, exc if exc is not None else future.result())
+        if self._pending:
+            self._schedule()
+        else:
+            self._maybe_idle()
+
+    def _maybe_idle(self) -> None:
+        if not self._pending and not self._busy:
+            self._idle.set()
+
+    def _take(self, now: float) -> list[_Item]:
+        """Pop up to max_batch_size rows for the model of the oldest request; shed what cannot make it."""
+        cfg = self.config
+        policy = self._pending[0].policy
+        batch: list[_Item] = []
+        rows = 0
+        kept: deque[_Item] = deque()
+        timeout = cfg.queue_timeout_ms / 1e3
+        while self._pending:
+            item = self._pending.popleft()
+            n = len(item.rows)
+            if item.future.done():  # caller went away (disconnect / cancelled)
+                self._pending_rows -= n
+                continue
+            if now - item.enqueued > timeout:
+                self._pending_rows -= n
+                self._reject(
+                    item, Overloaded(f"waited over queue_timeout_ms={cfg.queue_timeout_ms:g} in the queue")
+                )
+                continue
+            if item.policy is not policy or (batch and rows + n > cfg.max_batch_size):
+                kept.append(item)
+                continue
+            if item.deadline is not None and now + self._estimate(policy) > item.deadline:
+                self._pending_rows -= n
+                self.metrics.deadline_exceeded.inc()
+                late = (now - item.deadline) * 1e3
+                self._reject(
+                    item,
+                    DeadlineExceeded(
+                        f"deadline cannot be met: {max(late, 0.0):.2f} ms past it or too close for the "
+                        f"~{self._estimate(policy) * 1e3:.2f} ms computation; no action sent"
+                    ),
+                )
+                continue
+            self._pending_rows -= n
+            item.started = now
+            batch.append(item)
+            rows += n
+        self._pending = kept
+        return batch
+
+    def _estimate(self, policy: OnnxPolicy) -> float:
+        return self._infer_estimate.get(id(policy), 0.0)
+
+    def _reject(self, item: _Item, error: BatchError) -> None:
+        if not item.future.done():
+            item.future.set_exception(error)
+
+    # ----- compute ------------------------------------------------------------------------------------
+    def _noise(self, batch: list[_Item], act_dim: int) -> np.ndarray:
+        """Seeded requests get `default_rng(seed)` noise (reproducible, as in training.eval); the rest
+        share one draw from the server's generator."""
+        total = sum(len(item.rows) for item in batch)
+        noise = np.empty((total, act_dim), dtype=np.float32)
+        unseeded = [i for i, item in enumerate(batch) if item.seed is None]
+        shared = self.rng.standard_normal(
+            (sum(len(batch[i].rows) for i in unseeded), act_dim), dtype=np.float32
+        )
+        start = used = 0
+        for item in batch:
+            n = len(item.rows)
+            if item.seed is None:
+                noise[start : start + n] = shared[used : used + n]
+                used += n
+            else:
+                noise[start : start + n] = np.random.default_rng(item.seed).standard_normal(
+                    (n, act_dim), dtype=np.float32
+                )
+            start += n
+        return noise
+
+    def _run(self, batch: list[_Item]) -> _Outcome | BaseException:
+        try:
+            return self._compute(batch)
+        except Exception as exc:  # a broken session must fail these requests, not the event loop
+            return exc
+
+    def _compute(self, batch: list[_Item]) -> _Outcome:
+        policy = batch[0].policy
+        states = np.array([row for item in batch for row in item.rows], dtype=np.float32)
+        noise = self._noise(batch, policy.noise_dim)
+        start = time.perf_counter()
+        raw = policy.act(states, noise)
+        infer = time.perf_counter() - start
+        actions = np.clip(raw, policy.low, policy.high)
+        saturated = ((actions <= policy.low) | (actions >= policy.high)).any(axis=1)
+        return actions, saturated, infer
+
+    def _finish(
+        self, batch: list[_Item], outcome: tuple[np.ndarray, np.ndarray, float] | BaseException
+    ) -> None:
+        if isinstance(outcome, BaseException):
+            log.error("onnx call failed", extra={"error": str(outcome), "requests": len(batch)})
+            for item in batch:
+                self._reject(item, BatchError(f"inference failed: {outcome}"))
+            return
+        actions, saturated, infer = outcome
+        policy = batch[0].policy
+        key = id(policy)
+        old = self._infer_estimate.get(key)
+        self._infer_estimate[key] = infer if old is None else 0.8 * old + 0.2 * infer
+        rows = len(actions)
+        m = self.metrics
+        m.batch_size.observe(rows)
+        now = time.perf_counter()
+        start = 0
+        for item in batch:
+            n = len(item.rows)
+            m.queue_wait.observe(item.started - item.enqueued)
+            if item.future.done():
+                start += n
+                continue
+            if item.deadline is not None and now > item.deadline:
+                m.deadline_exceeded.inc()
+                item.future.set_exception(
+                    DeadlineExceeded(
+                        f"action ready {(now - item.deadline) * 1e3:.2f} ms after the deadline; not sent"
+                    )
+                )
+            else:
+                item.future.set_result(
+                    ActResult(
+                        actions=actions[start : start + n],
+                        saturated=saturated[start : start + n],
+                        queue_s=item.started - item.enqueued,
+                        infer_s=infer,
+                        batch_rows=rows,
+                    )
+                )
+            start += n
+        if clipped := int(saturated.sum()):
+            m.clipped.inc(clipped)

@@ -1,0 +1,38 @@
+"""Schemathesis over the server's own OpenAPI schema (bounded examples): no input makes it answer 5xx.
+
+The only 5xx the contract allows are 503 (no model / overloaded, with Retry-After) and a 504 for a request
+that asked for a deadline; both are checked to be exactly that, everything else must be < 500.
+"""
+
+from __future__ import annotations
+
+import httpx
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+
+from .conftest import Running
+
+
+def test_no_server_errors(server: Running) -> None:
+    schema = schemathesis.openapi.from_url(f"{server.url}/openapi.json")
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert any(op.path == "/act" for op in operations)
+    act_statuses: set[int] = set()
+    for op in operations:
+
+        @given(case=op.as_strategy())
+        @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+        def check(case: schemathesis.Case) -> None:
+            response = case.call()
+            if case.path == "/act":
+                act_statuses.add(response.status_code)
+            if response.status_code == 504:
+                assert isinstance(case.body, dict) and case.body.get("deadline_ms") is not None, response.text
+            else:
+                assert response.status_code < 500, (
+                    f"{case.method} {case.path} {case.body!r} -> {response.text}"
+                )
+
+        check()
+    assert {200, 422} <= act_statuses, f"/act was not exercised both ways: {act_statuses}"
+    assert httpx.get(f"{server.url}/healthz").status_code == 200

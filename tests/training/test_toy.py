@@ -1,0 +1,150 @@
+"""The toy benchmark's pieces (resampler, distances, datasets) and a CI-sized run of the claim itself:
+EFM trained at β = 3 on 8gaussians lands far closer to the exact tilted law than unguided p does."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from training.toy.bench import BenchConfig, checks, markdown
+from training.toy.datasets import DATASETS, get_dataset
+from training.toy.exact import effective_sample_size, sample_tilted, tilt_weights
+from training.toy.metrics import kernel_mean, mmd, sliced_wasserstein
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> None:
+    torch.set_num_threads(1)
+
+
+def test_tilt_weights_are_normalised_softmax_of_minus_beta_energy() -> None:
+    energy = np.array([0.0, -1.0, 2.0, 700.0, -700.0])  # extremes must not overflow
+    w = tilt_weights(energy, beta=1.0)
+    assert np.isclose(w.sum(), 1.0) and np.all(w >= 0)
+    assert w.argmax() == 4 and w[3] == 0.0
+    small = tilt_weights(energy[:3], beta=2.0)
+    expected = np.exp(-2.0 * energy[:3]) / np.exp(-2.0 * energy[:3]).sum()
+    np.testing.assert_allclose(small, expected, rtol=1e-12)
+
+
+def test_effective_sample_size_bounds() -> None:
+    assert effective_sample_size(np.full(100, 0.01)) == pytest.approx(100.0)
+    assert effective_sample_size(np.eye(1, 100)[0]) == pytest.approx(1.0)
+
+
+def test_resampler_matches_the_tilted_mode_probabilities() -> None:
+    """8gaussians: q(mode k) ∝ exp(β·k/7), known in closed form; mode of a draw = nearest centre."""
+    beta, n = 3.0, 40_000
+    x, report = sample_tilted(get_dataset("8gaussians"), beta, n, np.random.default_rng(1), pool=400_000)
+    assert report.ess >= 20 * n and report.pool >= 400_000 and report.unique_fraction > 0.9
+    angle = np.arctan2(x[:, 1], x[:, 0])
+    mode = np.round((angle - np.pi / 2) / (np.pi / 4)).astype(int) % 8
+    freq = np.bincount(mode, minlength=8) / n
+    expected = np.exp(beta * np.arange(8) / 7)
+    expected /= expected.sum()
+    np.testing.assert_allclose(freq, expected, atol=0.01)
+
+
+def test_resampler_grows_the_pool_until_ess_is_enough() -> None:
+    _, report = sample_tilted(get_dataset("swissroll"), 10.0, 1000, np.random.default_rng(0), pool=100_000)
+    assert report.pool > 100_000 and report.ess >= 20 * 1000
+
+
+@pytest.mark.parametrize("name", sorted(DATASETS))
+def test_datasets_are_finite_seeded_and_energies_bounded(name: str) -> None:
+    ds = get_dataset(name)
+    x, e = ds.sample(5000, np.random.default_rng(3))
+    x2, _ = ds.sample(5000, np.random.default_rng(3))
+    assert x.shape == (5000, 2) and e.shape == (5000,)
+    np.testing.assert_array_equal(x, x2)
+    assert np.isfinite(x).all() and np.abs(x).max() < 2 * ds.extent
+    assert e.max() <= 0.0 and e.min() >= -2.5 and e.std() > 0  # E = −value, value ∈ [0, ~2]
+
+
+def test_unknown_dataset_names_the_choices() -> None:
+    with pytest.raises(ValueError, match="8gaussians"):
+        get_dataset("spiral")
+
+
+def test_distances_of_a_sample_to_itself_are_zero_and_a_shift_is_seen() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3000, 2))
+    y = rng.standard_normal((3000, 2))
+    assert sliced_wasserstein(x, x) == 0.0 and mmd(x, x) == pytest.approx(0.0, abs=1e-4)
+    floor_swd, floor_mmd = sliced_wasserstein(x, y), mmd(x, y)
+    shifted = y + np.array([0.5, 0.0])
+    assert sliced_wasserstein(x, shifted) > 5 * floor_swd
+    assert mmd(x, shifted) > 3 * floor_mmd
+    # SW1 of a pure translation is the mean |projection of the shift| = 0.5·E|cos θ| = 1/π
+    assert sliced_wasserstein(x, x + np.array([0.5, 0.0]), projections=1024) == pytest.approx(
+        1 / np.pi, rel=0.05
+    )
+    assert mmd(x, y, yy=kernel_mean(y)) == pytest.approx(floor_mmd)
+    with pytest.raises(ValueError, match="same shape"):
+        sliced_wasserstein(x, y[:10])
+
+
+def test_quick_bench_efm_is_far_closer_to_q_than_p(tmp_path: Path) -> None:
+    """The CI-sized claim: 8gaussians, β = 3, --quick: EFM's SWD to q ≤ ⅓ of unguided p's, via the CLI."""
+    from training.toy.cli import toy_app
+
+    res = CliRunner().invoke(
+        toy_app, ["bench", "--out", str(tmp_path), "--quick", "--datasets", "8gaussians", "--betas", "3"]
+    )
+    assert res.exit_code == 0, res.output
+    records = json.loads((tmp_path / "toy.json").read_text())
+    assert {r["method"] for r in records} == {"efm", "ed", "cfm", "cfg"}
+    assert all(
+        set(r) == {"dataset", "beta", "method", "swd", "mmd", "swd_floor", "mmd_floor"} for r in records
+    )
+    by = {r["method"]: r for r in records}
+    assert by["efm"]["swd"] <= by["cfm"]["swd"] / 3, by
+    assert by["efm"]["mmd"] < by["cfm"]["mmd"]
+    assert by["cfm"]["swd"] > 3 * by["cfm"]["swd_floor"]  # p really is far from q: the test can fail
+    assert "| 8gaussians | 3 |" in (tmp_path / "toy.md").read_text()
+    assert (tmp_path / "toy.png").stat().st_size > 10_000
+    meta = json.loads((tmp_path / "toy.meta.json").read_text())
+    assert meta["exact_sampler"]["per_dataset_beta"]["8gaussians@3"]["ess"] >= 20 * 2 * 2000
+
+
+def test_cli_rejects_unknown_dataset_with_one_line(tmp_path: Path) -> None:
+    from training.toy.cli import toy_app
+
+    res = CliRunner().invoke(toy_app, ["bench", "--out", str(tmp_path), "--quick", "--datasets", "nope"])
+    assert res.exit_code == 1 and "unknown toy dataset 'nope'; choose from 8gaussians" in res.output
+    res = CliRunner().invoke(toy_app, ["bench", "--out", str(tmp_path), "--betas", "1,x"])
+    assert res.exit_code == 1 and "--betas takes comma-separated numbers" in res.output
+    assert not (tmp_path / "toy.json").exists()
+
+
+def test_checks_and_markdown_report_failures_honestly() -> None:
+    rec = [
+        {"dataset": "d", "beta": 10.0, "method": m, "swd": s, "mmd": s, "swd_floor": 0.1, "mmd_floor": 0.1}
+        for m, s in (("efm", 0.5), ("ed", 0.2), ("cfm", 1.0), ("cfg", 0.3))
+    ]
+    result = checks(rec)
+    assert result["efm_within_2x_floor:fail"] == ["d β=10"]
+    assert result["efm_beats_p:pass"] == ["d β=10"]
+    assert result["efm_beats_cfg_at_max_beta:fail"] == ["d β=10"]
+    meta = {
+        "config": BenchConfig.quick().as_dict(),
+        "metrics": {"swd": "s", "mmd": "m"},
+        "cpu_seconds": 1.0,
+        "wall_seconds": 1.0,
+        "torch_threads": 1,
+        "torch": "x",
+        "created_at": "now",
+    }
+    md = markdown(rec, meta)
+    assert "EFM within 2× of the floor: 0/1; not on: d β=10" in md
+    assert "0.500 (5.0×)" in md
+
+
+def test_bench_config_rejects_bad_betas() -> None:
+    with pytest.raises(ValueError, match="positive"):
+        BenchConfig(betas=(0.0,))

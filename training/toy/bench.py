@@ -1,0 +1,314 @@
+"""The toy benchmark: for every dataset and β, how far is each method's 10k-sample law from the exact
+tilted law q ∝ p·exp(−βE), next to the distance between two independent exact samples (the floor).
+
+Methods: `efm` (energy-weighted flow matching, OT path), `ed` (energy-weighted diffusion, VP path),
+`cfm` (unguided flow matching: p itself, β-independent) and `cfg` (classifier-free-style mixture of an
+unconditional and a β = 1 conditional field with guidance scale β). Per dataset: one CFG net (its label-0
+branch is the `cfm` model) plus one EFM and one ED net per β.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from training.toy.datasets import DATASETS, get_dataset
+from training.toy.exact import sample_tilted
+from training.toy.metrics import kernel_mean, mmd, sliced_wasserstein
+from training.toy.models import Mode, ToyModel, ToyTrainConfig, make_path, sample_toy_model, train_toy_model
+
+METHODS = ("efm", "ed", "cfm", "cfg")
+METHOD_LABELS = {
+    "efm": "EFM (OT)",
+    "ed": "energy-weighted diffusion (VP)",
+    "cfm": "unguided p",
+    "cfg": "CFG-style",
+}
+Record = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    datasets: tuple[str, ...] = tuple(DATASETS)
+    betas: tuple[float, ...] = (1.0, 3.0, 10.0)
+    n_eval: int = 10_000  # model samples and exact samples per distance
+    train_size: int = 1_000_000  # the offline "dataset" of p each model trains on (QGPO's size)
+    projections: int = 512  # sliced Wasserstein directions (fixed, seeded)
+    seed: int = 0
+    train: ToyTrainConfig = field(default_factory=ToyTrainConfig)
+
+    @classmethod
+    def quick(cls, **overrides: Any) -> BenchConfig:
+        """CI size: ~10 s per dataset and β on one thread; distances on 2k samples (floor ~2× higher)."""
+        small = ToyTrainConfig(steps=400, batch_size=512, ot_steps=30, vp_steps=10)
+        return replace(cls(n_eval=2000, train_size=100_000, projections=256, train=small), **overrides)
+
+    def __post_init__(self) -> None:
+        for name in self.datasets:
+            get_dataset(name)  # raises with the list of valid names
+        if not self.betas or any(b <= 0 for b in self.betas):
+            raise ValueError(f"betas must be positive, got {self.betas}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class BenchResult:
+    records: list[Record]
+    meta: dict[str, Any]
+    figure_beta: float
+    figure_samples: dict[str, dict[str, np.ndarray]]  # dataset -> column -> samples at figure_beta
+
+
+def run_bench(
+    config: BenchConfig, progress: bool = True, on_dataset: Callable[[BenchResult], object] | None = None
+) -> BenchResult:
+    """Train, sample and measure everything; deterministic for a given config and thread count.
+    `on_dataset` gets the partial result after each dataset (the CLI writes it, so a long run that is
+    stopped keeps what it finished)."""
+    from tqdm.auto import tqdm
+
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    n, tc = config.n_eval, config.train
+    fig_beta = max(config.betas)
+    bar = tqdm(total=len(config.datasets) * (1 + 2 * len(config.betas)), unit="model", disable=not progress)
+    records: list[Record] = []
+    resampling: dict[str, dict[str, Any]] = {}
+    figure: dict[str, dict[str, np.ndarray]] = {}
+
+    def fit(
+        name: str,
+        data: np.ndarray,
+        energy: np.ndarray,
+        kind: Literal["ot", "vp"],
+        beta: float,
+        mode: Mode,
+        seed: int,
+    ) -> ToyModel:
+        label = "cfg pair" if mode == "cfg" else f"{'efm' if kind == 'ot' else 'ed'} β={beta:g}"
+        bar.set_description(f"{name} {label}")
+        model = train_toy_model(data, energy, make_path(kind), beta, tc, seed, mode)
+        bar.update(1)
+        return model
+
+    for di, name in enumerate(config.datasets):
+        ds = get_dataset(name)
+        rng = np.random.default_rng([config.seed, di])
+        data, energy = ds.sample(config.train_size, rng)
+        base_seed = 10_000 * config.seed + 100 * di
+        cfg_model = fit(name, data, energy, "ot", 1.0, "cfg", base_seed)
+        p_samples = sample_toy_model(cfg_model, n, tc.ot_steps, base_seed + 1)
+        for bi, beta in enumerate(config.betas):
+            q, report = sample_tilted(ds, beta, 2 * n, rng)
+            ref, other = q[:n], q[n:]
+            resampling[f"{name}@{beta:g}"] = report.as_dict()
+            kyy = kernel_mean(ref)
+            swd_floor = sliced_wasserstein(other, ref, config.projections)
+            mmd_floor = mmd(other, ref, yy=kyy)
+            seed = base_seed + 10 * (bi + 1)
+            efm = fit(name, data, energy, "ot", beta, "efm", seed)
+            ed = fit(name, data, energy, "vp", beta, "efm", seed + 1)
+            samples = {
+                "efm": sample_toy_model(efm, n, tc.ot_steps, seed + 2),
+                "ed": sample_toy_model(ed, n, tc.vp_steps, seed + 3),
+                "cfm": p_samples,
+                "cfg": sample_toy_model(cfg_model, n, tc.ot_steps, seed + 4, guidance=beta),
+            }
+            for method in METHODS:
+                records.append(
+                    {
+                        "dataset": name,
+                        "beta": beta,
+                        "method": method,
+                        "swd": sliced_wasserstein(samples[method], ref, config.projections),
+                        "mmd": mmd(samples[method], ref, yy=kyy),
+                        "swd_floor": swd_floor,
+                        "mmd_floor": mmd_floor,
+                    }
+                )
+            if beta == fig_beta:
+                figure[name] = {
+                    "exact q": ref,
+                    "EFM": samples["efm"],
+                    "ED": samples["ed"],
+                    "CFG-style": samples["cfg"],
+                }
+        if on_dataset is not None:
+            on_dataset(BenchResult(records, _meta(config, resampling, cpu0, wall0), fig_beta, figure))
+    bar.close()
+    return BenchResult(records, _meta(config, resampling, cpu0, wall0), fig_beta, figure)
+
+
+def _meta(config: BenchConfig, resampling: dict[str, Any], cpu0: float, wall0: float) -> dict[str, Any]:
+    return {
+        "config": config.as_dict(),
+        "exact_sampler": {
+            "method": "importance resampling of a p-sample of size `pool` (doubled until ESS >= 20 x draws)",
+            "per_dataset_beta": resampling,
+        },
+        "metrics": {
+            "swd": f"sliced W1, {config.projections} fixed random directions (seed 0)",
+            "mmd": "sqrt of biased MMD^2, Gaussian kernel bandwidth 0.3",
+            "floor": f"distance between two independent exact samples of {config.n_eval}",
+        },
+        "cpu_seconds": round(time.process_time() - cpu0, 1),
+        "wall_seconds": round(time.perf_counter() - wall0, 1),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "machine": platform.machine(),
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def _ratio(value: float, floor: float) -> str:
+    return f"{value / floor:.1f}×" if floor > 0 else "–"
+
+
+def _index(records: list[Record]) -> dict[tuple[str, float, str], Record]:
+    return {(r["dataset"], r["beta"], r["method"]): r for r in records}
+
+
+def checks(records: list[Record]) -> dict[str, list[str]]:
+    """The issue's claims, evaluated: which (dataset, β) pass and which do not, per claim."""
+    idx = _index(records)
+    keys = sorted({(r["dataset"], r["beta"]) for r in records}, key=lambda k: (k[0], k[1]))
+    out: dict[str, list[str]] = {
+        "efm_within_2x_floor": [],
+        "efm_beats_p": [],
+        "efm_beats_cfg_at_max_beta": [],
+    }
+    failures: dict[str, list[str]] = {k: [] for k in out}
+    max_beta = max(k[1] for k in keys)
+    for name, beta in keys:
+        e = idx[(name, beta, "efm")]
+        tag = f"{name} β={beta:g}"
+        (out if e["swd"] <= 2 * e["swd_floor"] else failures)["efm_within_2x_floor"].append(tag)
+        (out if e["swd"] < idx[(name, beta, "cfm")]["swd"] else failures)["efm_beats_p"].append(tag)
+        if beta == max_beta:
+            (out if e["swd"] < idx[(name, beta, "cfg")]["swd"] else failures)[
+                "efm_beats_cfg_at_max_beta"
+            ].append(tag)
+    return {**{f"{k}:pass": v for k, v in out.items()}, **{f"{k}:fail": v for k, v in failures.items()}}
+
+
+def markdown(records: list[Record], meta: dict[str, Any]) -> str:
+    """toy.md: the SWD and MMD tables (value and ratio to the floor), the checks and the setup."""
+    idx = _index(records)
+    keys = list(dict.fromkeys((r["dataset"], r["beta"]) for r in records))
+    lines = [
+        "# EFM exactness on 2-D toys",
+        "",
+        "Distance from each method's samples to exact samples of q ∝ p·exp(−βE); *floor* is the distance "
+        "between two independent exact samples of the same size. Ratios to the floor in parentheses; "
+        "1.0× is as good as it gets.",
+        "",
+    ]
+    for metric, title in (
+        ("swd", "Sliced Wasserstein-1"),
+        ("mmd", "MMD (√ biased MMD², Gaussian kernel h = 0.3)"),
+    ):
+        lines += [
+            f"## {title}",
+            "",
+            "| dataset | β | floor | EFM | ED | CFG-style | unguided p |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for name, beta in keys:
+            floor = idx[(name, beta, "efm")][f"{metric}_floor"]
+            cells = [
+                f"{idx[(name, beta, m)][metric]:.3f} ({_ratio(idx[(name, beta, m)][metric], floor)})"
+                for m in ("efm", "ed", "cfg", "cfm")
+            ]
+            lines.append(f"| {name} | {beta:g} | {floor:.3f} | " + " | ".join(cells) + " |")
+        lines.append("")
+    result = checks(records)
+    lines += ["## Claims, checked on SWD", ""]
+    for claim, text in (
+        ("efm_within_2x_floor", "EFM within 2× of the floor"),
+        ("efm_beats_p", "EFM closer to q than unguided p"),
+        ("efm_beats_cfg_at_max_beta", "EFM closer to q than CFG-style at the largest β"),
+    ):
+        ok, bad = result[f"{claim}:pass"], result[f"{claim}:fail"]
+        lines.append(
+            f"- {text}: {len(ok)}/{len(ok) + len(bad)}" + (f"; not on: {', '.join(bad)}" if bad else "")
+        )
+    cfg = meta["config"]
+    tc = cfg["train"]
+    lines += [
+        "",
+        "## Setup",
+        "",
+        f"- {cfg['n_eval']:,} model samples vs {cfg['n_eval']:,} exact samples; {meta['metrics']['swd']}; "
+        f"{meta['metrics']['mmd']}.",
+        f"- Each model: VelocityNet (hidden {tc['hidden']}, {tc['blocks']} residual block), "
+        f"{tc['steps']:,} Adam steps at batch {tc['batch_size']:,}, lr {tc['lr']:g} cosine-decayed, "
+        f"on a fixed sample of {cfg['train_size']:,} points of p. "
+        f"EFM/CFG: {tc['ot_steps']} Euler steps; ED: {tc['vp_steps']} DPM-Solver-2 steps.",
+        "- Exact q: importance resampling of a large p-sample; pool size and ESS per dataset and β in "
+        "`toy.meta.json` (ESS ≥ 20× the draws, or the pool cap).",
+        f"- {meta['cpu_seconds']:.0f} s CPU ({meta['wall_seconds']:.0f} s wall) on "
+        f"{meta['torch_threads']} torch thread(s), torch {meta['torch']}, created {meta['created_at']}.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def plot(result: BenchResult, path: Path) -> None:
+    """toy.png: rows datasets; columns exact q, EFM, ED, CFG-style at the largest β."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(result.figure_samples)
+    cols = ["exact q", "EFM", "ED", "CFG-style"]
+    fig, axes = plt.subplots(
+        len(names), len(cols), figsize=(2.4 * len(cols), 2.4 * len(names)), squeeze=False
+    )
+    for i, name in enumerate(names):
+        ext = get_dataset(name).extent
+        for j, col in enumerate(cols):
+            ax = axes[i][j]
+            pts = result.figure_samples[name][col][:5000]
+            ax.scatter(
+                pts[:, 0], pts[:, 1], s=0.3, alpha=0.4, color="C0" if j == 0 else f"C{j}", rasterized=True
+            )
+            ax.set_xlim(-ext, ext)
+            ax.set_ylim(-ext, ext)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_aspect("equal")
+            if i == 0:
+                ax.set_title(col)
+            if j == 0:
+                ax.set_ylabel(name)
+    fig.suptitle(f"β = {result.figure_beta:g}: q ∝ p·exp(−βE)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_outputs(result: BenchResult, out: Path) -> dict[str, Path]:
+    """DIR/toy.json (the records), toy.meta.json (setup, exact-sampler ESS, timing), toy.md, toy.png."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {k: out / f"toy.{k}" for k in ("json", "md", "png")} | {"meta": out / "toy.meta.json"}
+    clean = [{k: (round(v, 6) if isinstance(v, float) else v) for k, v in r.items()} for r in result.records]
+    paths["json"].write_text(json.dumps(clean, indent=1) + "\n")
+    paths["meta"].write_text(json.dumps(result.meta, indent=1) + "\n")
+    paths["md"].write_text(markdown(result.records, result.meta))
+    plot(result, paths["png"])
+    return paths
+
+
+def finite(records: list[Record]) -> bool:
+    return all(math.isfinite(r[k]) for r in records for k in ("swd", "mmd", "swd_floor", "mmd_floor"))

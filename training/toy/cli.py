@@ -1,0 +1,67 @@
+"""`qipo toy …`: registered through the `qipo.commands` entry-point group as the `toy` sub-app."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+toy_app = typer.Typer(help="2-D toys with a known exact answer: is EFM exact?", no_args_is_help=True)
+console = Console()
+
+
+@toy_app.callback()
+def toy() -> None:
+    """2-D toys with a known exact answer (keeps `toy` a group even with one subcommand)."""
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(b) for b in text.split(",") if b.strip())
+    except ValueError:
+        raise ValueError(f"--betas takes comma-separated numbers such as 1,3,10, got {text!r}") from None
+
+
+@toy_app.command("bench")
+def bench(
+    out: Annotated[Path, typer.Option(help="Directory for toy.json, toy.md, toy.png, toy.meta.json")],
+    quick: Annotated[
+        bool, typer.Option(help="CI size: 400 steps, 2k samples (~10 s per dataset and β)")
+    ] = False,
+    datasets: Annotated[str | None, typer.Option(help="Comma-separated subset (default: all six)")] = None,
+    betas: Annotated[str, typer.Option(help="Comma-separated β values")] = "1,3,10",
+    steps: Annotated[int | None, typer.Option(min=1, help="Training steps per model (override)")] = None,
+    seed: int = 0,
+    threads: Annotated[int, typer.Option(min=1, help="torch threads (the box is shared: keep 1)")] = 1,
+) -> None:
+    """Train EFM, energy-weighted diffusion, unguided CFM and CFG-style models on the six QGPO toys and
+    measure each against exact samples of q ∝ p·exp(−βE)."""
+    import torch
+
+    from training.toy.bench import BenchConfig, checks, run_bench, write_outputs
+
+    torch.set_num_threads(threads)
+    try:
+        overrides: dict[str, Any] = {"betas": _floats(betas), "seed": seed}
+        if datasets:
+            overrides["datasets"] = tuple(d.strip() for d in datasets.split(",") if d.strip())
+        config = BenchConfig.quick(**overrides) if quick else BenchConfig(**overrides)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    if steps is not None:
+        config = replace(config, train=replace(config.train, steps=steps))
+    result = run_bench(config, on_dataset=lambda partial: write_outputs(partial, out))
+    paths = write_outputs(result, out)
+    summary = checks(result.records)
+    for claim in ("efm_within_2x_floor", "efm_beats_p", "efm_beats_cfg_at_max_beta"):
+        ok, bad = summary[f"{claim}:pass"], summary[f"{claim}:fail"]
+        console.print(
+            f"{claim}: {len(ok)}/{len(ok) + len(bad)}" + (f" (not: {', '.join(bad)})" if bad else "")
+        )
+    console.print(
+        f"wrote {', '.join(str(p) for p in paths.values())} ({result.meta['cpu_seconds']:.0f} s CPU)"
+    )
