@@ -201,8 +201,14 @@ def train_command(
     console.print(f"run saved in {out}")
 
 
-def _act_fn_for(path: Path) -> tuple[Any, str, int]:
-    """A run directory (torch checkpoint) or an artifact directory (ONNX) → (act_fn, label, noise_dim)."""
+def _act_fn_for(path: Path) -> tuple[Any, str]:
+    """A run directory (torch checkpoint) or an artifact directory (ONNX) → (act_fn, label)."""
+    act, label, _ = _policy_for(path)
+    return act, label
+
+
+def _policy_for(path: Path) -> tuple[Any, str, int]:
+    """Like `_act_fn_for`, plus the width of the policy's noise input (N·A for best-of-N)."""
     if (path / "manifest.json").exists():
         import onnxruntime as ort
 
@@ -259,7 +265,7 @@ def eval_command(
             res, label = _evaluate_server(path, env, episodes, seed)
         else:
             try:
-                act, label, noise_dim = _act_fn_for(path)
+                act, label, noise_dim = _policy_for(path)
             except (FileNotFoundError, ValueError) as exc:
                 raise fail(str(exc)) from exc
             res = evaluate(act, env, episodes, seed, noise_dim=noise_dim)

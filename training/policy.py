@@ -82,20 +82,30 @@ def time_table(net: VelocityNet, times: list[float]) -> dict[float, Tensor]:
 
 
 def integrate(
-    net: VelocityNet, path: ProbabilityPath, s_norm: Tensor, noise: Tensor, steps: int, repeats: int = 1
+    net: nn.Module, path: ProbabilityPath, s_norm: Tensor, noise: Tensor, steps: int, repeats: int = 1
 ) -> Tensor:
     """K solver steps of the path from noise to a unit-box action (unrolled when exported).
 
-    `noise` has `repeats` rows per state (state-major): the state conditioning is computed once per
-    state and the time features once per call for all steps, so a step costs only the residual blocks.
+    `noise` has `repeats` rows per state (state-major). For a `VelocityNet` the state conditioning is
+    computed once per state and the time features once per call for all steps, so a step costs only the
+    residual blocks; any other module with the (x, t, s) signature (e.g. the toys' guided mixture) is
+    simply called at each evaluation.
     """
-    cond = net.condition(s_norm)
-    if repeats > 1:
-        cond = repeat_rows(cond, repeats)
-    table = time_table(net, solver_times(path, steps))
+    if isinstance(net, VelocityNet):
+        vnet = net
+        cond = vnet.condition(s_norm)
+        if repeats > 1:
+            cond = repeat_rows(cond, repeats)
+        table = time_table(vnet, solver_times(path, steps))
 
-    def fn(x: Tensor, t: float) -> Tensor:
-        return net.velocity_at(x, table[t].to(x.dtype), cond)
+        def fn(x: Tensor, t: float) -> Tensor:
+            return vnet.velocity_at(x, table[t].to(x.dtype), cond)
+
+    else:
+        s_rep = repeat_rows(s_norm, repeats) if repeats > 1 else s_norm
+
+        def fn(x: Tensor, t: float) -> Tensor:
+            return net(x, torch.full((1,), t, dtype=x.dtype), s_rep)
 
     x = noise
     grid = path.time_grid(steps)
