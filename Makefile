@@ -48,6 +48,22 @@ fmt: $(STAMP)
 clean:
 	rm -rf build .qipo-cache .pytest_cache .mypy_cache .ruff_cache
 
+# --- issue 4: training benchmarks -------------------------------------------------------------------
+# d3rlpy 2.8.1 pins gymnasium==1.0.0 (and imports the old `gym`): install it without its pins, plus the
+# deps it actually imports, so our gymnasium and torch stay as they are.
+D3RLPY_STAMP := $(VENV)/.d3rlpy
+$(D3RLPY_STAMP): | $(STAMP)
+	$(PIP) install -q --no-deps d3rlpy==2.8.1 gym==0.26.2
+	$(PIP) install -q click colorama dataclasses-json structlog scikit-learn cloudpickle gym_notices
+	touch $(D3RLPY_STAMP)
+
+.PHONY: bench-train bench-rl
+bench-train: $(STAMP) $(D3RLPY_STAMP)
+	$(BIN)/python scripts/bench_train.py --out docs/bench
+
+bench-rl: $(STAMP)
+	$(BIN)/python scripts/bench_rl.py --out docs/bench
+
 # Issue 7: p99 latency while replicas swap models vs steady p99 of the same run (docs/bench/swap.*).
 .PHONY: bench-swap
 bench-swap: $(STAMP)

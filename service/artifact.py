@@ -48,6 +48,9 @@ class Manifest(BaseModel):
     action_high: list[float]
     variant: Literal["qipo-ot", "qipo-diff", "bc"] = "qipo-ot"
     solver: SolverSpec
+    # Width of the `noise` input when it is not act_dim: best-of-N exports take N noises per state,
+    # noise [B, N·act_dim] (candidate-major within a row). None means act_dim.
+    noise_dim: int | None = Field(default=None, ge=1)
     opset: int
     files: dict[str, FileEntry]
     dataset: dict[str, Any] = Field(default_factory=dict)
@@ -56,6 +59,10 @@ class Manifest(BaseModel):
     export_parity_max_abs_err: float | None = None
     created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat())
     git_commit: str | None = None
+
+    @property
+    def noise_width(self) -> int:
+        return self.noise_dim or self.act_dim
 
     @model_validator(mode="after")
     def _check_bounds(self) -> Manifest:

@@ -291,7 +291,7 @@ class MicroBatcher:
     def _compute(self, batch: list[_Item]) -> _Outcome:
         policy = batch[0].policy
         states = np.array([row for item in batch for row in item.rows], dtype=np.float32)
-        noise = self._noise(batch, policy.act_dim)
+        noise = self._noise(batch, policy.noise_dim)
         start = time.perf_counter()
         raw = policy.act(states, noise)
         infer = time.perf_counter() - start

@@ -68,6 +68,10 @@ class OnnxPolicy:
     def act_dim(self) -> int:
         return self.manifest.act_dim
 
+    @property
+    def noise_dim(self) -> int:
+        return self.manifest.noise_width
+
     def act(self, state: np.ndarray, noise: np.ndarray) -> np.ndarray:
         if self.io_binding:
             return self._act_bound(state, noise)
@@ -92,7 +96,7 @@ class OnnxPolicy:
         for _ in range(batches):
             for size in sizes:
                 state = rng.standard_normal((size, self.obs_dim), dtype=np.float32)
-                noise = rng.standard_normal((size, self.act_dim), dtype=np.float32)
+                noise = rng.standard_normal((size, self.noise_dim), dtype=np.float32)
                 action = self.act(state, noise)
                 if action.shape != (size, self.act_dim) or not np.isfinite(action).all():
                     raise ArtifactError(f"warm-up produced a bad action of shape {action.shape}")
@@ -101,7 +105,7 @@ class OnnxPolicy:
 def _check_signature(session: ort.InferenceSession, manifest: Manifest) -> None:
     inputs = {i.name: i for i in session.get_inputs()}
     outputs = {o.name: o for o in session.get_outputs()}
-    expected = {"state": manifest.obs_dim, "noise": manifest.act_dim}
+    expected = {"state": manifest.obs_dim, "noise": manifest.noise_width}
     for name, dim in expected.items():
         if name not in inputs:
             raise ArtifactError(f"policy.onnx has no input {name!r} (has {sorted(inputs)}); re-export it")

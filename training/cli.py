@@ -31,26 +31,53 @@ def set_threads(threads: int | None) -> None:
 
 @data_app.command("make")
 def data_make(
-    env: Annotated[str, typer.Argument(help="pendulum")] = "pendulum",
+    env: Annotated[str, typer.Argument(help="pendulum | hopper | halfcheetah")] = "pendulum",
     out: Annotated[Path, typer.Option(help="Root directory of the Minari datasets")] = Path("data"),
     kinds: Annotated[
-        str, typer.Option(help="Comma-separated: expert,medium,random,mixed")
-    ] = "expert,medium,random,mixed",
-    episodes: Annotated[int, typer.Option(min=1, help="Episodes per dataset (200 steps each)")] = 100,
+        str | None,
+        typer.Option(
+            help="Comma-separated. pendulum: expert,medium,random,mixed; "
+            "hopper/halfcheetah: random,medium,medium-replay,medium-expert (default: all)"
+        ),
+    ] = None,
+    episodes: Annotated[
+        int, typer.Option(min=1, help="pendulum: episodes per dataset (200 steps each)")
+    ] = 100,
+    sac_steps: Annotated[int, typer.Option(min=1, help="MuJoCo: SAC steps of the medium policy")] = 100_000,
+    expert_steps: Annotated[
+        int | None, typer.Option(help="MuJoCo: further SAC steps for the expert (default: --sac-steps)")
+    ] = None,
+    transitions: Annotated[int, typer.Option(min=1, help="MuJoCo: transitions per dataset")] = 200_000,
+    threads: Annotated[int | None, typer.Option(help="torch threads (SAC)")] = None,
     seed: int = 0,
 ) -> None:
     """Generate datasets locally as Minari datasets (`<out>/<env>/<kind>-v0`)."""
-    if env != "pendulum":
-        raise fail(f"unknown env {env!r}: this build makes `pendulum` datasets")
-    from training.data.pendulum import make_pendulum_datasets
-
-    wanted = tuple(k.strip() for k in kinds.split(",") if k.strip())
+    wanted = tuple(k.strip() for k in kinds.split(",") if k.strip()) if kinds else None
     try:
-        paths = make_pendulum_datasets(out, wanted, episodes, seed)
-    except ValueError as exc:
+        if env == "pendulum":
+            from training.data.pendulum import KINDS, make_pendulum_datasets
+
+            paths = make_pendulum_datasets(out.resolve(), wanted or KINDS, episodes, seed)
+        elif env in ("hopper", "halfcheetah"):
+            from training.data.mujoco import KINDS as MUJOCO_KINDS
+            from training.data.mujoco import make_mujoco_datasets
+
+            set_threads(threads)
+            paths = make_mujoco_datasets(
+                env,
+                out.resolve(),
+                wanted or MUJOCO_KINDS,
+                sac_steps=sac_steps,
+                expert_steps=expert_steps,
+                transitions=transitions,
+                seed=seed,
+            )
+        else:
+            raise fail(f"unknown env {env!r}: choose pendulum, hopper or halfcheetah")
+    except (ValueError, RuntimeError) as exc:
         raise fail(str(exc)) from exc
     for kind, path in paths.items():
-        console.print(f"{kind:>7}: {path}")
+        console.print(f"{kind:>13}: {path}")
 
 
 @data_app.command("inspect")
@@ -78,6 +105,14 @@ def train_command(
     support_size: Annotated[int | None, typer.Option(help="M")] = None,
     renew_every: Annotated[int | None, typer.Option(help="K_renew")] = None,
     batch_size: int | None = None,
+    critic_kind: Annotated[str | None, typer.Option(help="softmax-q | iql")] = None,
+    improve_loss: Annotated[str | None, typer.Option(help="full | resample")] = None,
+    solver: Annotated[
+        str | None, typer.Option(help="euler | midpoint (OT); dpm-solver-2 | ddim (diff)")
+    ] = None,
+    solver_steps: int | None = None,
+    action_selection: Annotated[str | None, typer.Option(help="sample | best-of-n")] = None,
+    best_of_n: Annotated[int | None, typer.Option(help="N candidates for best-of-n")] = None,
     seed: int | None = None,
     behavior_from: Annotated[Path | None, typer.Option(help="Reuse this run's behaviour policy")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its checkpoint")] = False,
@@ -103,6 +138,12 @@ def train_command(
             support_size=support_size,
             renew_every=renew_every,
             batch_size=batch_size,
+            critic_kind=critic_kind,
+            improve_loss=improve_loss,
+            solver=solver,
+            solver_steps=solver_steps,
+            action_selection=action_selection,
+            best_of_n=best_of_n,
             seed=seed,
         ).items()
         if v is not None
@@ -129,24 +170,30 @@ def train_command(
             raise fail(str(exc)) from exc
     out.mkdir(parents=True, exist_ok=True)
     (out / "dataset.json").write_text(json.dumps(ds.describe() | {"path": str(dataset)}, indent=2))
-    metrics_file = (out / "metrics.jsonl").open("a" if resume else "w")
-
-    def on_log(record: dict[str, Any]) -> None:
-        metrics_file.write(json.dumps(record) + "\n")
-        metrics_file.flush()
+    from training.metrics import MetricsWriter, plot_learning_curves
 
     def on_step(step: int) -> None:
         if step % checkpoint_every == 0:
             trainer.save(out)
 
-    trainer.fit(on_log=on_log, on_step=on_step)
-    metrics_file.close()
+    with MetricsWriter(out, resume=resume) as on_log:
+        trainer.fit(on_log=on_log, on_step=on_step)
     trainer.save(out)
-    _plot_curves(out)
+    plot_learning_curves(out)
     if eval_episodes > 0 and ds.env_id:
         from training.eval import evaluate
 
-        result = evaluate(trainer.policy().act_numpy, ds.env_id, eval_episodes, seed=cfg.seed + 10_000)
+        policy = trainer.policy()
+        refs = ds.ref_scores
+        own = (refs["ref_min_score"], refs["ref_max_score"]) if len(refs) == 2 else None
+        result = evaluate(
+            policy.act_numpy,
+            ds.env_id,
+            eval_episodes,
+            seed=cfg.seed + 10_000,
+            noise_dim=policy.noise_dim,
+            own_refs=own,
+        )
         (out / "eval.json").write_text(json.dumps(result, indent=2))
         console.print(
             f"[bold]{cfg.algo}[/] {ds.name}: return {result['mean_return']:.1f} ± {result['std_return']:.1f}"
@@ -154,45 +201,28 @@ def train_command(
     console.print(f"run saved in {out}")
 
 
-def _plot_curves(run_dir: Path) -> None:
-    """metrics.jsonl → learning_curves.png, one panel per phase."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
-    phases = [p for p in ("behavior", "critic", "improve") if any(r["phase"] == p for r in rows)]
-    if not phases:
-        return
-    fig, axes = plt.subplots(1, len(phases), figsize=(4 * len(phases), 3), squeeze=False)
-    for ax, phase in zip(axes[0], phases, strict=True):
-        pts = [(r["step"], r["loss"]) for r in rows if r["phase"] == phase]
-        ax.plot(*zip(*pts, strict=True))
-        ax.set_title(phase)
-        ax.set_xlabel("step")
-        ax.set_ylabel("loss")
-        ax.set_yscale("log" if all(p[1] > 0 for p in pts) else "linear")
-    fig.tight_layout()
-    fig.savefig(run_dir / "learning_curves.png", dpi=100)
-    plt.close(fig)
-
-
 def _act_fn_for(path: Path) -> tuple[Any, str]:
     """A run directory (torch checkpoint) or an artifact directory (ONNX) → (act_fn, label)."""
+    act, label, _ = _policy_for(path)
+    return act, label
+
+
+def _policy_for(path: Path) -> tuple[Any, str, int]:
+    """Like `_act_fn_for`, plus the width of the policy's noise input (N·A for best-of-N)."""
     if (path / "manifest.json").exists():
         import onnxruntime as ort
 
         session = ort.InferenceSession(str(path / "policy.onnx"), providers=["CPUExecutionProvider"])
+        noise_dim = int(next(i for i in session.get_inputs() if i.name == "noise").shape[1])
 
         def act(state: np.ndarray, noise: np.ndarray) -> np.ndarray:
             return np.asarray(session.run(["action"], {"state": state, "noise": noise})[0])
 
-        return act, f"{path.name} (onnx)"
+        return act, f"{path.name} (onnx)", noise_dim
     from training.qipo import policy_from_checkpoint
 
     policy, cfg, _ = policy_from_checkpoint(path)
-    return policy.act_numpy, f"{path.name} ({cfg.algo})"
+    return policy.act_numpy, f"{path.name} ({cfg.algo})", policy.noise_dim
 
 
 def _evaluate_server(url: str, env: str, episodes: int, seed: int) -> tuple[dict[str, Any], str]:
@@ -235,10 +265,10 @@ def eval_command(
             res, label = _evaluate_server(path, env, episodes, seed)
         else:
             try:
-                act, label = _act_fn_for(path)
+                act, label, noise_dim = _policy_for(path)
             except (FileNotFoundError, ValueError) as exc:
                 raise fail(str(exc)) from exc
-            res = evaluate(act, env, episodes, seed)
+            res = evaluate(act, env, episodes, seed, noise_dim=noise_dim)
         results[str(path)] = res
         score = res["normalized_score"]
         table.add_row(

@@ -19,8 +19,30 @@ ActFn = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (states [B,S], noise [
 # e.g. the server (`service.client.SeededActor`), which then reproduces an in-process evaluation exactly.
 SeededActFn = Callable[[np.ndarray, list[int]], np.ndarray]
 
-# Our own reference returns per env (random, expert), for a 0–100 normalised score.
+# Our own reference returns per env (random, expert), for a 0–100 normalised score. MuJoCo envs get
+# theirs from the dataset generator (training.data.mujoco writes them into OWN_REFS_FILE-style metadata).
 OWN_REFS: dict[str, tuple[float, float]] = {pendulum.ENV_ID: (pendulum.REF_RANDOM, pendulum.REF_EXPERT)}
+# D4RL's v2 reference returns (random, expert). Our envs are gymnasium v5, so a score against these is
+# "D4RL-style": comparable in spirit only (DESIGN §4.3), and labelled as such wherever it is reported.
+D4RL_V2_REFS: dict[str, tuple[float, float]] = {
+    "hopper": (-20.272305, 3234.3),
+    "halfcheetah": (-280.178953, 12135.0),
+    "walker2d": (1.629008, 4592.3),
+}
+
+
+def d4rl_key(env_id: str) -> str | None:
+    name = env_id.split("/")[-1].split("-")[0].lower()
+    return name if name in D4RL_V2_REFS else None
+
+
+def d4rl_style_score(env_id: str, ret: float) -> float | None:
+    """100·(ret − random)/(expert − random) with D4RL's v2 refs; None for envs D4RL does not cover."""
+    key = d4rl_key(env_id)
+    if key is None:
+        return None
+    low, high = D4RL_V2_REFS[key]
+    return 100.0 * (ret - low) / (high - low)
 
 
 def step_seed(seed: int, episode: int, step: int) -> int:
@@ -35,8 +57,9 @@ def step_noise(seed: int, episodes: list[int], step: int, act_dim: int) -> np.nd
     return np.concatenate(rows, axis=0)
 
 
-def normalized_score(env_id: str, ret: float) -> float | None:
-    refs = OWN_REFS.get(env_id)
+def normalized_score(env_id: str, ret: float, refs: tuple[float, float] | None = None) -> float | None:
+    """0 = our random reference, 100 = our expert reference (`refs` overrides the built-in table)."""
+    refs = refs or OWN_REFS.get(env_id)
     if refs is None:
         return None
     low, high = refs
@@ -50,13 +73,20 @@ def evaluate(
     seed: int = 0,
     progress: bool = True,
     seeded_act: SeededActFn | None = None,
+    noise_dim: int | None = None,
+    own_refs: tuple[float, float] | None = None,
 ) -> dict[str, Any]:
-    """Run `episodes` episodes with env seeds seed..seed+episodes-1; returns mean/std return and score."""
+    """Run `episodes` episodes with env seeds seed..seed+episodes-1; returns mean/std return and scores.
+
+    All episodes step in lock-step and share one batched policy call per step (a vectorised rollout that
+    keeps each env's own seed and stops stepping an env once its episode ends). `noise_dim` is the
+    policy's noise width (N·A for best-of-N; default A).
+    """
     import gymnasium as gym
 
     envs = [gym.make(env_id) for _ in range(episodes)]
     obs = [env.reset(seed=seed + i)[0] for i, env in enumerate(envs)]
-    act_dim = int(np.prod(envs[0].action_space.shape or (1,)))
+    act_dim = noise_dim or int(np.prod(envs[0].action_space.shape or (1,)))
     returns = np.zeros(episodes)
     active = list(range(episodes))
     step = 0
@@ -81,6 +111,7 @@ def evaluate(
     for env in envs:
         env.close()
     mean = float(returns.mean())
+    own = normalized_score(env_id, mean, own_refs)
     return {
         "env_id": env_id,
         "episodes": episodes,
@@ -88,6 +119,10 @@ def evaluate(
         "mean_return": mean,
         "std_return": float(returns.std()),
         "returns": returns.round(3).tolist(),
-        "normalized_score": normalized_score(env_id, mean),
-        "normalized_score_refs": "own (scripted random / expert)" if env_id in OWN_REFS else None,
+        "normalized_score": own,
+        "normalized_score_refs": "own (random / expert of our generator)" if own is not None else None,
+        "d4rl_style_score": d4rl_style_score(env_id, mean),
+        "d4rl_style_score_refs": "D4RL v2 refs on a gymnasium v5 env (comparable in spirit only)"
+        if d4rl_key(env_id)
+        else None,
     }

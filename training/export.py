@@ -1,8 +1,10 @@
 """Export the whole K-step sampler as one ONNX graph plus a manifest (DESIGN §3.1).
 
 Inputs `state` [B, S] (raw) and `noise` [B, A]; output `action` [B, A] in env units. Normalisation, the
-unrolled solver steps and action scaling/clipping are inside the graph. Export is refused unless ONNX
-Runtime matches torch within `atol` at batch 1, 7 and 256.
+unrolled solver steps and action scaling/clipping are inside the graph. Best-of-N selection (the critic
+is exported in the same graph) extends the contract to noise [B, N·A], N candidate noises per state,
+candidate-major within a row; the manifest's training_config records action_selection and best_of_n.
+Export is refused unless ONNX Runtime matches torch within `atol` at batch 1, 7 and 256.
 """
 
 from __future__ import annotations
@@ -38,9 +40,7 @@ def _git_commit() -> str | None:
 
 
 def export_onnx(policy: FlowPolicy, path: Path) -> Path:
-    obs_dim = int(policy.normalizer.obs_mean.shape[0])
-    act_dim = int(policy.normalizer.act_low.shape[0])
-    example = (torch.zeros(2, obs_dim), torch.zeros(2, act_dim))
+    example = (torch.zeros(2, policy.normalizer.obs_dim), torch.zeros(2, policy.noise_dim))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
@@ -65,7 +65,7 @@ def parity_error(policy: FlowPolicy, onnx_path: Path, batches: tuple[int, ...] =
     for b in batches:
         z = rng.standard_normal((b, norm.obs_mean.shape[0])).astype(np.float32)
         state = (z * norm.obs_std.numpy() + norm.obs_mean.numpy()).astype(np.float32)
-        noise = rng.standard_normal((b, norm.act_low.shape[0])).astype(np.float32)
+        noise = rng.standard_normal((b, policy.noise_dim)).astype(np.float32)
         (onnx_out,) = session.run(["action"], {"state": state, "noise": noise})
         torch_out = policy.act_numpy(state, noise)
         worst = max(worst, float(np.abs(onnx_out - torch_out).max()))
@@ -91,12 +91,13 @@ def export_artifact(
     norm = policy.normalizer
     manifest = Manifest(
         name=name,
-        obs_dim=int(norm.obs_mean.shape[0]),
-        act_dim=int(norm.act_low.shape[0]),
+        obs_dim=norm.obs_dim,
+        act_dim=norm.act_dim,
         action_low=norm.act_low.tolist(),
         action_high=norm.act_high.tolist(),
         variant=variant,  # type: ignore[arg-type]
-        solver=SolverSpec(kind="euler", steps=policy.steps),
+        solver=SolverSpec(kind=policy.path.solver, steps=policy.steps),  # type: ignore[arg-type]
+        noise_dim=policy.noise_dim if policy.candidates > 1 else None,
         opset=OPSET,
         files={POLICY_FILE: file_entry(onnx_path)},
         dataset=dataset,

@@ -35,22 +35,46 @@ class ResidualBlock(nn.Module):
 
 
 class VelocityNet(nn.Module):
-    """v_θ(x, t; s): x the (normalised) action being transported, t the flow time, s the normalised state."""
+    """v_θ(x, t; s): x the (normalised) action being transported, t the flow time, s the normalised state.
+
+    The input layer acts on [x, time features, state embedding]; it is applied as three slices of one
+    weight so the state part is computed once per state and the time part once per solver step. A sampler
+    then pays only the residual blocks per step (`condition` + `velocity`), which is what makes support-set
+    renewal and the exported K-step graph cheap.
+    """
 
     def __init__(
         self, obs_dim: int, act_dim: int, hidden: int = 256, blocks: int = 2, time_dim: int = 32
     ) -> None:
         super().__init__()
+        self.act_dim, self.hidden = act_dim, hidden
         self.time = nn.Sequential(GaussianFourierTime(time_dim), nn.Linear(time_dim, hidden), nn.SiLU())
         self.state = nn.Sequential(nn.Linear(obs_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
         self.inp = nn.Linear(act_dim + 2 * hidden, hidden)
         self.blocks = nn.Sequential(*[ResidualBlock(hidden) for _ in range(blocks)])
         self.out = nn.Sequential(nn.LayerNorm(hidden), nn.SiLU(), nn.Linear(hidden, act_dim))
 
-    def forward(self, x: Tensor, t: Tensor, s: Tensor) -> Tensor:
-        temb = self.time(t).expand(x.shape[0], -1)
-        h = self.inp(torch.cat([x, temb, self.state(s)], dim=-1))
+    def condition(self, s: Tensor) -> Tensor:
+        """State part of the input layer (bias included): [B, S] → [B, H]."""
+        w = self.inp.weight[:, self.act_dim + self.hidden :]
+        return nn.functional.linear(self.state(s), w, self.inp.bias)
+
+    def time_features(self, t: Tensor) -> Tensor:
+        """Time part of the input layer: [T] → [T, H] (T = 1 broadcasts over the batch)."""
+        w = self.inp.weight[:, self.act_dim : self.act_dim + self.hidden]
+        return nn.functional.linear(self.time(t), w)
+
+    def velocity(self, x: Tensor, t: Tensor, cond: Tensor) -> Tensor:
+        """Network output from x [B, A], t [B] or [1] and a precomputed `condition` [B, H]."""
+        return self.velocity_at(x, self.time_features(t), cond)
+
+    def velocity_at(self, x: Tensor, time_part: Tensor, cond: Tensor) -> Tensor:
+        """`velocity` with the time part of the input layer precomputed ([1, H] or [B, H])."""
+        h = nn.functional.linear(x, self.inp.weight[:, : self.act_dim]) + time_part + cond
         return self.out(self.blocks(h))
+
+    def forward(self, x: Tensor, t: Tensor, s: Tensor) -> Tensor:
+        return self.velocity(x, t, self.condition(s))
 
 
 def mlp(inp: int, hidden: int, layers: int, out: int) -> nn.Sequential:

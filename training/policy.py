@@ -3,11 +3,13 @@ exported, so evaluation and serving run the same computation."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from training.networks import VelocityNet
+from training.networks import TwinQ, VelocityNet
 from training.paths import ProbabilityPath
 
 
@@ -26,6 +28,14 @@ class Normalizer(nn.Module):
         self.register_buffer("act_low", torch.as_tensor(low, dtype=torch.float32))
         self.register_buffer("act_high", torch.as_tensor(high, dtype=torch.float32))
 
+    @property
+    def obs_dim(self) -> int:
+        return int(self.obs_mean.shape[0])
+
+    @property
+    def act_dim(self) -> int:
+        return int(self.act_low.shape[0])
+
     @classmethod
     def fit(cls, observations: np.ndarray, low: np.ndarray, high: np.ndarray) -> Normalizer:
         return cls(observations.mean(0), observations.std(0), low, high)
@@ -40,11 +50,62 @@ class Normalizer(nn.Module):
         return self.act_low + (x.clamp(-1.0, 1.0) + 1) * 0.5 * (self.act_high - self.act_low)
 
 
-def integrate(net: VelocityNet, path: ProbabilityPath, s_norm: Tensor, noise: Tensor, steps: int) -> Tensor:
-    """K solver steps of the path from noise to a unit-box action (unrolled when exported)."""
+def repeat_rows(x: Tensor, m: int) -> Tensor:
+    """[B, D] → [B·m, D], each row m times in a row (the layout of support sets and best-of-N)."""
+    return x.unsqueeze(1).expand(x.shape[0], m, x.shape[-1]).reshape(-1, x.shape[-1])
 
-    def fn(x: Tensor, t: float) -> Tensor:
-        return net(x, torch.full((1,), t, dtype=x.dtype), s_norm)
+
+def solver_times(path: ProbabilityPath, steps: int) -> list[float]:
+    """Every time at which the solver evaluates the network, in call order (a dry run on floats)."""
+    times: list[float] = []
+
+    def probe(x: Any, t: float) -> Any:
+        times.append(t)
+        return 0.0
+
+    grid = path.time_grid(steps)
+    x: Any = 0.0
+    for k in range(steps):
+        x = path.step(probe, x, grid[k], grid[k + 1])
+    return times
+
+
+def time_table(net: VelocityNet, times: list[float]) -> dict[float, Tensor]:
+    """The time part of the input layer at each solver time, in one batched call, as constants.
+
+    Constants (not traced ops) also make the export exact: Fourier features of t have angles up to a few
+    hundred radians, where ONNX Runtime's and torch's sin/cos differ by ~1e-5.
+    """
+    with torch.no_grad():
+        rows = net.time_features(torch.tensor(times, dtype=torch.float32)).tolist()
+    return {t: torch.tensor([row]) for t, row in zip(times, rows, strict=True)}
+
+
+def integrate(
+    net: nn.Module, path: ProbabilityPath, s_norm: Tensor, noise: Tensor, steps: int, repeats: int = 1
+) -> Tensor:
+    """K solver steps of the path from noise to a unit-box action (unrolled when exported).
+
+    `noise` has `repeats` rows per state (state-major). For a `VelocityNet` the state conditioning is
+    computed once per state and the time features once per call for all steps, so a step costs only the
+    residual blocks; any other module with the (x, t, s) signature (e.g. the toys' guided mixture) is
+    simply called at each evaluation.
+    """
+    if isinstance(net, VelocityNet):
+        vnet = net
+        cond = vnet.condition(s_norm)
+        if repeats > 1:
+            cond = repeat_rows(cond, repeats)
+        table = time_table(vnet, solver_times(path, steps))
+
+        def fn(x: Tensor, t: float) -> Tensor:
+            return vnet.velocity_at(x, table[t].to(x.dtype), cond)
+
+    else:
+        s_rep = repeat_rows(s_norm, repeats) if repeats > 1 else s_norm
+
+        def fn(x: Tensor, t: float) -> Tensor:
+            return net(x, torch.full((1,), t, dtype=x.dtype), s_rep)
 
     x = noise
     grid = path.time_grid(steps)
@@ -59,6 +120,8 @@ class FlowPolicy(nn.Module):
     net: VelocityNet
     normalizer: Normalizer
 
+    candidates = 1  # noise rows per state: the noise input is [B, candidates·A]
+
     def __init__(self, net: VelocityNet, normalizer: Normalizer, path: ProbabilityPath, steps: int) -> None:
         super().__init__()
         self.net = net
@@ -66,11 +129,47 @@ class FlowPolicy(nn.Module):
         self.path = path
         self.steps = steps
 
+    @property
+    def noise_dim(self) -> int:
+        return self.candidates * self.normalizer.act_dim
+
     def forward(self, state: Tensor, noise: Tensor) -> Tensor:
         x = integrate(self.net, self.path, self.normalizer.state(state), noise, self.steps)
         return self.normalizer.action_from_unit(x)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def act_numpy(self, state: np.ndarray, noise: np.ndarray) -> np.ndarray:
         out = self(torch.as_tensor(state, dtype=torch.float32), torch.as_tensor(noise, dtype=torch.float32))
         return out.numpy()
+
+
+class BestOfNPolicy(FlowPolicy):
+    """Best-of-N action selection by Q, exported in one graph with the critic (DESIGN §4.2).
+
+    state [B, S], noise [B, N·A] (N candidate noises per state, laid out candidate-major within a row)
+    → the candidate with the largest min(Q1, Q2), in env units. With N = 1 it equals `FlowPolicy`.
+    """
+
+    def __init__(
+        self,
+        net: VelocityNet,
+        normalizer: Normalizer,
+        path: ProbabilityPath,
+        steps: int,
+        q: TwinQ,
+        candidates: int,
+    ) -> None:
+        super().__init__(net, normalizer, path, steps)
+        self.q = q
+        self.candidates = candidates
+
+    def forward(self, state: Tensor, noise: Tensor) -> Tensor:
+        n, a_dim = self.candidates, self.normalizer.act_dim
+        s_norm = self.normalizer.state(state)
+        flat_noise = noise.reshape(-1, a_dim)  # [B·N, A], state-major
+        x = integrate(self.net, self.path, s_norm, flat_noise, self.steps, repeats=n).clamp(-1.0, 1.0)
+        q = self.q.q_min(repeat_rows(s_norm, n), x).reshape(-1, n)
+        best = q.argmax(dim=-1, keepdim=True)  # [B, 1]
+        index = best.unsqueeze(-1).expand(best.shape[0], 1, a_dim)
+        chosen = torch.gather(x.reshape(-1, n, a_dim), 1, index).reshape(-1, a_dim)
+        return self.normalizer.action_from_unit(chosen)

@@ -22,12 +22,12 @@ from torch import Tensor
 from tqdm import tqdm
 
 from training.config import QIPOConfig
-from training.critic import SoftmaxQCritic
+from training.critic import Critic, IQLCritic, SoftmaxQCritic
 from training.data.dataset import TransitionDataset
 from training.efm import q_weights, weighted_matching_loss
 from training.networks import TwinQ, VelocityNet
 from training.paths import make_path
-from training.policy import FlowPolicy, Normalizer, integrate
+from training.policy import BestOfNPolicy, FlowPolicy, Normalizer, integrate, repeat_rows
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,52 @@ def resolve_reward_scale(cfg: QIPOConfig, dataset: TransitionDataset) -> float:
     returns = dataset.episode_returns()
     spread = float(returns.max() - returns.min()) if len(returns) > 1 else 0.0
     return 1000.0 / spread if spread > 0 else 1.0
+
+
+def cpu_has_fast_bf16() -> bool:
+    """AVX512-BF16 or AMX: the CPUs where bfloat16 matmuls beat float32 (elsewhere they are slower)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def sampling_dtype(precision: str) -> torch.dtype:
+    if precision == "bfloat16" or (precision == "auto" and cpu_has_fast_bf16()):
+        return torch.bfloat16
+    return torch.float32
+
+
+def make_critic(cfg: QIPOConfig, obs_dim: int, act_dim: int) -> Critic:
+    n = cfg.network
+    q = TwinQ(obs_dim, act_dim, n.critic_hidden, n.critic_layers)
+    if cfg.critic_kind == "iql":
+        return IQLCritic(
+            q,
+            obs_dim=obs_dim,
+            hidden=n.critic_hidden,
+            layers=n.critic_layers,
+            gamma=cfg.gamma,
+            tau=cfg.tau,
+            expectile=cfg.expectile,
+            lr=cfg.critic_lr,
+            grad_clip=cfg.grad_clip,
+        )
+    return SoftmaxQCritic(
+        q, gamma=cfg.gamma, tau=cfg.tau, beta_q=cfg.beta_q, lr=cfg.critic_lr, grad_clip=cfg.grad_clip
+    )
+
+
+def next_state_rows(observations: np.ndarray, next_observations: np.ndarray) -> tuple[Tensor, Tensor]:
+    """(next_index [N], extra [E]): s'_i is row next_index[i] of concat(observations, next_obs[extra])."""
+    n = observations.shape[0]
+    follows = np.zeros(n, dtype=bool)
+    follows[:-1] = np.all(next_observations[:-1] == observations[1:], axis=1)
+    extra = np.flatnonzero(~follows)
+    index = np.arange(1, n + 1)
+    index[extra] = n + np.arange(len(extra))
+    return torch.as_tensor(index), torch.as_tensor(extra)
 
 
 def cosine_lambda(total: int) -> Callable[[int], float]:
@@ -62,27 +108,29 @@ class QIPOTrainer:
         self.reward_scale = resolve_reward_scale(cfg, dataset)
         self.r = torch.as_tensor(dataset.rewards) * self.reward_scale
         self.d = torch.as_tensor(dataset.terminals, dtype=torch.float32)
-        self.path = make_path(cfg.variant)
+        self.path = make_path(cfg.variant, cfg.solver)
         net_cfg = cfg.network
         self.net = VelocityNet(
             dataset.obs_dim, dataset.act_dim, net_cfg.hidden, net_cfg.blocks, net_cfg.time_dim
         )
-        self.critic = SoftmaxQCritic(
-            TwinQ(dataset.obs_dim, dataset.act_dim, net_cfg.critic_hidden, net_cfg.critic_layers),
-            gamma=cfg.gamma,
-            tau=cfg.tau,
-            beta_q=cfg.beta_q,
-            lr=cfg.critic_lr,
-            grad_clip=cfg.grad_clip,
-        )
+        self.critic = make_critic(cfg, dataset.obs_dim, dataset.act_dim)
+        # s' of transition i is usually s of transition i + 1: behaviour samples are drawn once per distinct
+        # state, at `sample_states` = dataset states + the few s' that are not (episode ends); next_index[i]
+        # is the row holding s'_i. The same samples at s seed the first support sets (the policy has not
+        # changed since the behaviour warm-up), so the critic's pre-sampling costs no extra renewal.
+        self.next_index, extra = next_state_rows(dataset.observations, dataset.next_observations)
+        self.sample_states = torch.cat([self.s, self.s_next[extra]])
         self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
         self.sched = self._scheduler(cfg.behavior_steps)
         self.step = 0
         self.renewals = 0
-        self.next_actions: Tensor | None = None  # [N, Mc, A] behaviour samples at s' (critic)
+        self.behavior_samples: Tensor | None = None  # [N + E, Mc, A] at sample_states (critic targets)
         self.support: Tensor | None = None  # [N, M+1, A], the dataset action last
         self.support_w: Tensor | None = None  # [N, M+1]
         self.history: list[dict[str, Any]] = []
+        self.renewal_s: list[float] = []  # wall time of each renewal (sampling + weights)
+        self._window: list[float] = []  # losses since the last log record
+        self.sample_dtype = sampling_dtype(cfg.sample_precision)
 
     # ----- schedule ---------------------------------------------------------------------------------
     @property
@@ -117,34 +165,47 @@ class QIPOTrainer:
 
     # ----- policy -----------------------------------------------------------------------------------
     def policy(self) -> FlowPolicy:
-        return FlowPolicy(self.net, self.normalizer, self.path, self.cfg.solver_steps).eval()
+        """The exported module: one sample per state, or best-of-N by the critic's Q."""
+        if self.cfg.action_selection == "best-of-n":
+            return BestOfNPolicy(
+                self.net, self.normalizer, self.path, self.cfg.steps, self.critic.q, self.cfg.best_of_n
+            ).eval()
+        return FlowPolicy(self.net, self.normalizer, self.path, self.cfg.steps).eval()
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def sample_unit_actions(self, s_norm: Tensor, m: int, desc: str = "sampling") -> Tensor:
         """m policy samples (unit box) for every state, in batched no-grad passes: [N, m, A]."""
         n, a_dim = s_norm.shape[0], self.dataset.act_dim
         out = torch.empty(n, m, a_dim)
         rows_per_pass = max(1, self.cfg.sample_batch // m)
-        self.net.eval()
         starts = range(0, n, rows_per_pass)
         for lo in tqdm(starts, desc=desc, unit="pass", leave=False, disable=not self.progress):
             s = s_norm[lo : lo + rows_per_pass]
             b = s.shape[0]
-            s_rep = s.unsqueeze(1).expand(b, m, s.shape[-1]).reshape(b * m, -1)
             noise = torch.randn(b * m, a_dim, generator=self.gen)
-            x = integrate(self.net, self.path, s_rep, noise, self.cfg.solver_steps)
-            out[lo : lo + b] = x.clamp(-1, 1).reshape(b, m, a_dim)
-        self.net.train()
+            with torch.autocast("cpu", dtype=self.sample_dtype, enabled=self.sample_dtype != torch.float32):
+                x = integrate(self.net, self.path, s, noise, self.cfg.steps, repeats=m)
+            out[lo : lo + b] = x.float().clamp(-1, 1).reshape(b, m, a_dim)
         return out
 
     def renew_support(self) -> None:
         """Resample every state's M policy actions, keep the dataset action, recompute softmax(β·Q)."""
-        sampled = self.sample_unit_actions(self.s, self.cfg.support_size, desc=f"renewal {self.renewals}")
+        started = time.perf_counter()
+        m, n = self.cfg.support_size, self.dataset.size
+        reuse = (
+            self.renewals == 0 and self.behavior_samples is not None and self.behavior_samples.shape[1] == m
+        )
+        if reuse:  # still the behaviour policy: its samples at s were drawn for the critic
+            assert self.behavior_samples is not None
+            sampled = self.behavior_samples[:n]
+        else:
+            sampled = self.sample_unit_actions(self.s, m, desc=f"renewal {self.renewals}")
         self.support = torch.cat([sampled, self.a.unsqueeze(1)], dim=1)
         self.support_w = self.support_weights(self.s, self.support)
         self.renewals += 1
+        self.renewal_s.append(round(time.perf_counter() - started, 3))
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def support_weights(self, s: Tensor, support: Tensor) -> Tensor:
         n, m, a_dim = support.shape
         q = torch.empty(n, m)
@@ -152,10 +213,9 @@ class QIPOTrainer:
         for lo in range(0, n, chunk):
             ss = s[lo : lo + chunk]
             b = ss.shape[0]
-            s_rep = ss.unsqueeze(1).expand(b, m, ss.shape[-1]).reshape(b * m, -1)
-            q[lo : lo + b] = self.critic.q.q_min(s_rep, support[lo : lo + b].reshape(b * m, a_dim)).reshape(
-                b, m
-            )
+            q[lo : lo + b] = self.critic.q.q_min(
+                repeat_rows(ss, m), support[lo : lo + b].reshape(b * m, a_dim)
+            ).reshape(b, m)
         return q_weights(q, self.cfg.beta, dim=-1)
 
     # ----- one step of each phase -------------------------------------------------------------------
@@ -165,13 +225,14 @@ class QIPOTrainer:
     def flow_loss(self, s: Tensor, x1: Tensor, weights: Tensor | None = None) -> Tensor:
         """x1 [B, A] (plain CFM) or [B, M, A] with weights [B, M] (energy-weighted over support sets)."""
         shape = x1.shape
+        cond = self.net.condition(s)  # once per state, shared by its support actions
         if x1.dim() == 3:
-            s = s.unsqueeze(1).expand(shape[0], shape[1], s.shape[-1]).reshape(-1, s.shape[-1])
+            cond = repeat_rows(cond, shape[1])
         flat = x1.reshape(-1, shape[-1])
         x0 = torch.randn(flat.shape, generator=self.gen)
         t = self.path.sample_t(flat.shape[0], generator=self.gen)
         xt, target = self.path.interpolate(x0, flat, t)
-        pred = self.net(xt, t, s)
+        pred = self.net.velocity(xt, t, cond)
         return weighted_matching_loss(pred.reshape(shape), target.reshape(shape), weights)
 
     def _policy_step(self, loss: Tensor) -> None:
@@ -189,25 +250,36 @@ class QIPOTrainer:
         return loss.item()
 
     def critic_step(self) -> float:
-        assert self.next_actions is not None
         idx = self._batch()
-        return self.critic.update(
-            self.s[idx], self.a[idx], self.r[idx], self.d[idx], self.s_next[idx], self.next_actions[idx]
+        a_next = None
+        if self.critic.needs_next_actions:
+            assert self.behavior_samples is not None
+            a_next = self.behavior_samples[self.next_index[idx]]
+        loss = self.critic.update(
+            self.s[idx], self.a[idx], self.r[idx], self.d[idx], self.s_next[idx], a_next
         )
+        return loss.item()
 
     def improve_step(self) -> float:
         assert self.support is not None and self.support_w is not None
-        idx = self._batch(self.cfg.improve_batch_size)
-        loss = self.flow_loss(self.s[idx], self.support[idx], self.support_w[idx])
+        if self.cfg.improve_loss == "resample":
+            # One support action per state, drawn with probability g_ij: the same expected loss as the
+            # weighted sum over the set, at the cost of a behaviour step.
+            idx = self._batch()
+            pick = torch.multinomial(self.support_w[idx], 1, generator=self.gen).squeeze(-1)
+            loss = self.flow_loss(self.s[idx], self.support[idx, pick])
+        else:
+            idx = self._batch(self.cfg.improve_batch_size)
+            loss = self.flow_loss(self.s[idx], self.support[idx], self.support_w[idx])
         self._policy_step(loss)
         return loss.item()
 
     # ----- the loop ---------------------------------------------------------------------------------
     def _enter_phase(self, step: int) -> None:
         """Work done once at a phase boundary (also when resuming exactly there)."""
-        if step == self.k1 and self.k2 > 0:
-            self.next_actions = self.sample_unit_actions(
-                self.s_next, self.cfg.critic_support, "critic support"
+        if step == self.k1 and self.k2 > 0 and self.critic.needs_next_actions:
+            self.behavior_samples = self.sample_unit_actions(
+                self.sample_states, self.cfg.critic_support, "behaviour samples for the critic"
             )
         if step == self.k1 + self.k2 and self.k3 > 0:
             self.sched = self._scheduler(self.k3)
@@ -215,37 +287,44 @@ class QIPOTrainer:
         if self.k3 > 0 and 0 <= improve_step < self.k3 and improve_step % self.cfg.renew_every == 0:
             self.renew_support()
 
+    def train_step(self) -> tuple[str, float]:
+        """One gradient step of whichever phase the global step is in (phase-boundary work first)."""
+        self._enter_phase(self.step)
+        phase = self.phase(self.step)
+        step_fn = {"behavior": self.behavior_step, "critic": self.critic_step, "improve": self.improve_step}
+        loss = step_fn[phase]()
+        self.step += 1
+        self._window.append(loss)
+        return phase, loss
+
     def fit(
         self,
         until: int | None = None,
         on_log: Callable[[dict[str, Any]], None] | None = None,
         on_step: Callable[[int], None] | None = None,
     ) -> list[dict[str, Any]]:
+        """Train up to global step `until` (default: the end); logs the mean loss every `log_every` steps."""
         end = self.total_steps if until is None else min(until, self.total_steps)
         bar = tqdm(total=end, initial=self.step, desc=self.cfg.algo, unit="step", disable=not self.progress)
         started = time.perf_counter()
         while self.step < end:
-            self._enter_phase(self.step)
-            phase = self.phase(self.step)
-            step_fn = {
-                "behavior": self.behavior_step,
-                "critic": self.critic_step,
-                "improve": self.improve_step,
-            }
-            loss = step_fn[phase]()
-            self.step += 1
+            phase, loss = self.train_step()
             bar.update(1)
-            if self.step % self.cfg.log_every == 0 or self.step == end:
+            boundary = self.step in (self.k1, self.k1 + self.k2)
+            if self.step % self.cfg.log_every == 0 or self.step == end or boundary:
                 record = {
                     "step": self.step,
                     "phase": phase,
-                    "loss": loss,
+                    "loss": float(np.mean(self._window)),
+                    "last_loss": loss,
                     "lr": self.opt.param_groups[0]["lr"],
                     "renewals": self.renewals,
+                    "renewal_s": self.renewal_s[-1] if self.renewal_s else None,
                     "elapsed_s": round(time.perf_counter() - started, 3),
                 }
+                self._window = []
                 self.history.append(record)
-                bar.set_postfix(phase=phase, loss=f"{loss:.4f}")
+                bar.set_postfix(phase=phase, loss=f"{record['loss']:.4f}")
                 if on_log:
                     on_log(record)
             if on_step:
@@ -262,16 +341,16 @@ class QIPOTrainer:
             "renewals": self.renewals,
             "net": self.net.state_dict(),
             "normalizer": self.normalizer.state_dict(),
-            "q": self.critic.q.state_dict(),
-            "q_target": self.critic.q_target.state_dict(),
+            "critic": self.critic.state_dict(),
             "opt": self.opt.state_dict(),
             "sched": self.sched.state_dict(),
-            "critic_opt": self.critic.opt.state_dict(),
             "gen": self.gen.get_state(),
-            "next_actions": self.next_actions,
+            "behavior_samples": self.behavior_samples,
             "support": self.support,
             "support_w": self.support_w,
             "history": json.dumps(self.history),
+            "renewal_s": json.dumps(self.renewal_s),
+            "loss_window": json.dumps(self._window),
         }
 
     def save(self, run_dir: Path) -> Path:
@@ -289,9 +368,7 @@ class QIPOTrainer:
             )
         self.net.load_state_dict(state["net"])
         self.normalizer.load_state_dict(state["normalizer"])
-        self.critic.q.load_state_dict(state["q"])
-        self.critic.q_target.load_state_dict(state["q_target"])
-        self.critic.opt.load_state_dict(state["critic_opt"])
+        self.critic.load_state_dict(state["critic"])
         self.step = int(state["step"])
         self.renewals = int(state["renewals"])
         phase_steps = self.k3 if self.step >= self.k1 + self.k2 else self.k1
@@ -299,10 +376,12 @@ class QIPOTrainer:
         self.opt.load_state_dict(state["opt"])
         self.sched.load_state_dict(state["sched"])
         self.gen.set_state(state["gen"])
-        self.next_actions = state["next_actions"]
+        self.behavior_samples = state["behavior_samples"]
         self.support = state["support"]
         self.support_w = state["support_w"]
         self.history = json.loads(state["history"])
+        self.renewal_s = json.loads(state["renewal_s"])
+        self._window = json.loads(state["loss_window"])
 
     def load_behavior(self, checkpoint: Path) -> None:
         """Start from another run's behaviour policy (e.g. the BC run) and skip the warm-up."""
@@ -310,6 +389,13 @@ class QIPOTrainer:
         if state["dataset_sha256"] != self.dataset.fingerprint():
             raise ValueError(
                 f"{checkpoint} was trained on a different dataset; its behaviour policy cannot be reused"
+            )
+        other = QIPOConfig.model_validate(state["config"])
+        if other.variant != self.cfg.variant or other.network != self.cfg.network:
+            raise ValueError(
+                f"{checkpoint} has variant {other.variant} and network {other.network.model_dump()}; this "
+                f"run needs {self.cfg.variant} and {self.cfg.network.model_dump()} to reuse its behaviour "
+                "policy"
             )
         self.net.load_state_dict(state["net"])
         self.step = self.k1
@@ -335,12 +421,16 @@ def policy_from_checkpoint(path: Path) -> tuple[FlowPolicy, QIPOConfig, dict[str
         norm_state["act_high"].numpy(),
     )
     normalizer.load_state_dict(norm_state)
-    obs_dim, act_dim = normalizer.obs_mean.shape[0], normalizer.act_low.shape[0]
+    obs_dim, act_dim = normalizer.obs_dim, normalizer.act_dim
     n = cfg.network
     net = VelocityNet(obs_dim, act_dim, n.hidden, n.blocks, n.time_dim)
     net.load_state_dict(state["net"])
-    policy = FlowPolicy(net, normalizer, make_path(cfg.variant), cfg.solver_steps).eval()
-    return policy, cfg, state
+    path_ = make_path(cfg.variant, cfg.solver)
+    if cfg.action_selection == "best-of-n":
+        q = TwinQ(obs_dim, act_dim, n.critic_hidden, n.critic_layers)
+        q.load_state_dict(state["critic"]["q"])
+        return BestOfNPolicy(net, normalizer, path_, cfg.steps, q, cfg.best_of_n).eval(), cfg, state
+    return FlowPolicy(net, normalizer, path_, cfg.steps).eval(), cfg, state
 
 
 def seed_everything(seed: int) -> None:

@@ -1,0 +1,189 @@
+"""QIPO's support sets and weights (DESIGN §4.2 step 3), best-of-N selection and config resolution."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from torch import Tensor, nn
+
+from tests.conftest import TINY_CONFIG
+from training.config import QIPOConfig
+from training.data import load_dataset
+from training.efm import q_weights
+from training.qipo import QIPOTrainer, next_state_rows
+
+
+class LinearTwin(nn.Module):
+    """A known critic: Q(s, a) = scale·a[0] in both heads (so min(Q1, Q2) = scale·a[0])."""
+
+    def __init__(self, scale: float = 10.0) -> None:
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, s: Tensor, a: Tensor) -> tuple[Tensor, Tensor]:
+        q = self.scale * a[:, 0]
+        return q, q
+
+    def q_min(self, s: Tensor, a: Tensor) -> Tensor:
+        return self.forward(s, a)[0]
+
+
+def make_trainer(dataset_dir: Path, **overrides: object) -> QIPOTrainer:
+    cfg = QIPOConfig.model_validate(TINY_CONFIG | {"behavior_steps": 20, "critic_steps": 10} | overrides)
+    return QIPOTrainer(load_dataset(dataset_dir), cfg, progress=False)
+
+
+def test_loss_reduces_to_cfm_at_beta_zero(pendulum_dataset_dir: Path) -> None:
+    trainer = make_trainer(pendulum_dataset_dir, beta=0.0)
+    trainer.fit(until=trainer.k1 + trainer.k2 + 1)  # into improvement: support sets exist
+    assert trainer.support is not None and trainer.support_w is not None
+    m1 = trainer.cfg.support_size + 1
+    assert torch.allclose(trainer.support_w, torch.full_like(trainer.support_w, 1 / m1))
+    idx = torch.arange(8)
+    state = trainer.gen.get_state()
+    weighted = trainer.flow_loss(trainer.s[idx], trainer.support[idx], trainer.support_w[idx])
+    trainer.gen.set_state(state)  # same x0 and t draws: plain CFM on the flattened support pairs
+    s_flat = trainer.s[idx].repeat_interleave(m1, dim=0)
+    plain = trainer.flow_loss(s_flat, trainer.support[idx].reshape(8 * m1, -1))
+    assert torch.allclose(weighted, plain, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("q_gap", [0.5, 5.0])
+def test_weights_go_to_the_better_action_as_beta_grows(q_gap: float) -> None:
+    q = torch.tensor([[0.0, q_gap]])
+    better = [float(q_weights(q, beta)[0, 1]) for beta in (0.0, 0.5, 1.0, 3.0, 10.0, 100.0)]
+    assert better[0] == pytest.approx(0.5)
+    assert better[2] > better[1] > better[0]  # strictly, before float32 saturates at 1
+    assert all(b2 >= b1 for b1, b2 in itertools.pairwise(better))
+    assert better[-1] > 0.999
+
+
+def test_trainer_weights_favour_high_q_support_actions(pendulum_dataset_dir: Path) -> None:
+    """Two support actions per state, −0.9 and +0.9, under Q = a: the weight goes to +0.9 with β."""
+    trainer = make_trainer(pendulum_dataset_dir)
+    trainer.critic.q = LinearTwin(scale=1.0)  # type: ignore[assignment]
+    n = trainer.dataset.size
+    support = torch.tensor([-0.9, 0.9]).reshape(1, 2, 1).expand(n, 2, 1).contiguous()
+    previous = 0.5
+    for beta in (0.1, 1.0, 3.0):
+        trainer.cfg.beta = beta
+        w = trainer.support_weights(trainer.s, support)
+        assert torch.allclose(w[:, 1], w[0, 1].expand(n))
+        assert float(w[0, 1]) > previous
+        previous = float(w[0, 1])
+    assert previous > 0.99
+
+
+def test_renewal_samples_the_current_policy_and_keeps_the_dataset_action(pendulum_dataset_dir: Path) -> None:
+    trainer = make_trainer(pendulum_dataset_dir)
+    trainer.fit(until=trainer.k1 + trainer.k2 + 1)
+    assert trainer.support is not None and trainer.renewals == 1
+    m = trainer.cfg.support_size
+    before = trainer.support.clone()
+    # Make the current policy a known one: velocity ≡ +5 drives every Euler path to the upper bound.
+    final = trainer.net.out[-1]
+    assert isinstance(final, nn.Linear)
+    with torch.no_grad():
+        final.weight.zero_()
+        final.bias.fill_(5.0)
+    trainer.renew_support()
+    assert trainer.renewals == 2
+    assert torch.equal(trainer.support[:, :m], torch.ones_like(trainer.support[:, :m]))
+    assert not torch.equal(trainer.support[:, :m], before[:, :m])
+    assert torch.equal(trainer.support[:, m], trainer.a)  # the dataset action is always last
+    assert trainer.support_w is not None
+    assert torch.allclose(trainer.support_w, trainer.support_weights(trainer.s, trainer.support))
+
+
+def test_first_support_sets_reuse_the_critics_behaviour_samples(pendulum_dataset_dir: Path) -> None:
+    trainer = make_trainer(pendulum_dataset_dir)
+    trainer.fit(until=trainer.k1 + trainer.k2 + 1)
+    assert trainer.behavior_samples is not None and trainer.support is not None
+    n, m = trainer.dataset.size, trainer.cfg.support_size
+    assert torch.equal(trainer.support[:, :m], trainer.behavior_samples[:n])
+
+
+def test_renewals_happen_every_k_renew_steps(pendulum_dataset_dir: Path) -> None:
+    trainer = make_trainer(pendulum_dataset_dir, improve_steps=25, renew_every=10)
+    trainer.fit()
+    assert trainer.renewals == 3  # improvement steps 0, 10, 20
+    assert len(trainer.renewal_s) == 3
+
+
+def test_next_state_rows_point_at_each_next_state(pendulum_dataset_dir: Path) -> None:
+    ds = load_dataset(pendulum_dataset_dir)
+    index, extra = next_state_rows(ds.observations, ds.next_observations)
+    table = np.concatenate([ds.observations, ds.next_observations[extra.numpy()]])
+    assert np.array_equal(table[index.numpy()], ds.next_observations)
+    assert len(extra) == len(ds.episode_returns())  # one extra state per episode end
+
+
+def test_iql_critic_needs_no_behaviour_samples(pendulum_dataset_dir: Path) -> None:
+    trainer = make_trainer(pendulum_dataset_dir, critic_kind="iql", improve_steps=5)
+    trainer.fit()
+    assert trainer.behavior_samples is None
+    assert trainer.support is not None and trainer.renewals == 1
+    assert all(np.isfinite(r["loss"]) for r in trainer.history)
+
+
+def test_resample_loss_trains(pendulum_dataset_dir: Path) -> None:
+    trainer = make_trainer(pendulum_dataset_dir, improve_loss="resample", improve_steps=5)
+    trainer.fit()
+    assert trainer.history[-1]["phase"] == "improve" and np.isfinite(trainer.history[-1]["loss"])
+
+
+def test_solver_defaults_follow_the_variant() -> None:
+    ot = QIPOConfig()
+    diff = QIPOConfig(variant="qipo-diff")
+    assert (ot.solver, ot.solver_steps) == ("euler", 10)
+    assert (diff.solver, diff.solver_steps) == ("dpm-solver-2", 8)
+    assert QIPOConfig.model_validate(diff.model_dump(mode="json")) == diff
+    with pytest.raises(ValueError, match="does not fit variant qipo-diff"):
+        QIPOConfig(variant="qipo-diff", solver="euler")
+
+
+def test_best_of_n_picks_the_highest_q_candidate_and_exports(
+    pendulum_dataset_dir: Path, tmp_path: Path
+) -> None:
+    from training.export import export_artifact
+    from training.policy import BestOfNPolicy, FlowPolicy
+
+    trainer = make_trainer(pendulum_dataset_dir, action_selection="best-of-n", best_of_n=4)
+    trainer.fit(until=trainer.k1)
+    policy = trainer.policy()
+    assert isinstance(policy, BestOfNPolicy) and policy.noise_dim == 4
+    rng = np.random.default_rng(0)
+    state = rng.uniform([-1, -1, -8], [1, 1, 8], size=(7, 3)).astype(np.float32)
+    noise = rng.standard_normal((7, 4)).astype(np.float32)
+    single = FlowPolicy(trainer.net, trainer.normalizer, trainer.path, trainer.cfg.steps).eval()
+    candidates = np.stack([single.act_numpy(state, noise[:, k : k + 1]) for k in range(4)], axis=1)  # [7,4,1]
+    with torch.no_grad():
+        s_norm = trainer.normalizer.state(torch.as_tensor(state)).repeat_interleave(4, dim=0)
+        a_unit = trainer.normalizer.action_to_unit(torch.as_tensor(candidates.reshape(28, 1)))
+        q = trainer.critic.q.q_min(s_norm, a_unit).reshape(7, 4).numpy()
+    expected = candidates[np.arange(7), q.argmax(1)]
+    assert np.allclose(policy.act_numpy(state, noise), expected, atol=1e-5)
+    manifest = export_artifact(
+        policy,
+        tmp_path / "art",
+        name="bon",
+        variant="qipo-ot",
+        training_config=trainer.cfg.model_dump(mode="json"),
+        dataset={},
+        scores={},
+    )
+    assert manifest.training_config["action_selection"] == "best-of-n" and manifest.noise_dim == 4
+    session = ort.InferenceSession(str(tmp_path / "art" / "policy.onnx"), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[1].shape[1] == 4  # noise [B, N·A]
+    (onnx_action,) = session.run(["action"], {"state": state, "noise": noise})
+    assert np.abs(onnx_action - expected).max() <= 1e-5
+    from service.runtime import OnnxPolicy  # the server loads it (signature check uses noise_dim)
+
+    served = OnnxPolicy.load(tmp_path / "art")
+    served.warmup(1)
+    assert served.noise_dim == 4 and np.abs(served.act(state, noise) - expected).max() <= 1e-5
