@@ -147,13 +147,15 @@ class ModelManager:
             if version is not None and not isinstance(exc, UnavailableError):
                 self.failed[version] = self.last_error
             raise
+        if old is not None:  # retire first: a robot pinned to `old` must never find it missing mid-swap
+            old.last_used = time.monotonic()
+            self.retired[old.version] = old
         setattr(self, slot, new)  # the swap: one reference assignment
         if new is not None:
             self.retired.pop(new.version, None)
             self.metrics.model_info.labels(name=name, version=str(new.version)).set(1)
-        if old is not None and old not in (self.current, self.canary):
-            self.retired[old.version] = old
-            old.last_used = time.monotonic()
+        if old is not None and old in (self.current, self.canary):
+            self.retired.pop(old.version, None)  # still in a slot (e.g. canary promoted): not retired
         self.metrics.model_swaps.labels(result="ok").inc()
         log.info(
             "model swapped",
