@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
@@ -18,10 +19,24 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@dataclass
+class Running:
+    """A started server: its URL, and the uvicorn.Server so a test can stop it mid-load."""
+
+    url: str
+    app: Any
+    server: uvicorn.Server
+    thread: threading.Thread
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=timeout)
+
+
 @contextlib.contextmanager
-def running_server(app: Any, port: int | None = None, timeout: float = 30.0) -> Iterator[str]:
-    """Start `app` under real uvicorn on 127.0.0.1; yield its base URL; stop it on exit."""
-    port = port or free_port()
+def running_server(app: Any, timeout: float = 30.0) -> Iterator[Running]:
+    """Start `app` under real uvicorn on a free 127.0.0.1 port; stop it (draining) on exit."""
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -30,8 +45,8 @@ def running_server(app: Any, port: int | None = None, timeout: float = 30.0) -> 
         if not thread.is_alive() or time.monotonic() > deadline:
             raise RuntimeError(f"uvicorn did not start on port {port}")
         time.sleep(0.02)
+    running = Running(f"http://127.0.0.1:{port}", app, server, thread)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield running
     finally:
-        server.should_exit = True
-        thread.join(timeout=timeout)
+        running.stop(timeout)

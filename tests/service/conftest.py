@@ -7,54 +7,17 @@ weights are good, and building it takes a second instead of a training run.
 
 from __future__ import annotations
 
-import contextlib
-import threading
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 
 from service.settings import ServeSettings
-from tests.helpers import free_port
+from tests.helpers import Running, running_server
 from tests.service.registry_fixtures import any_registry, artifacts, redis_registry  # noqa: F401
 
 MODEL = "pendulum-qipo"
-
-
-@dataclass
-class Running:
-    url: str
-    app: Any
-    server: uvicorn.Server
-    thread: threading.Thread
-
-    def stop(self, timeout: float = 30.0) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=timeout)
-
-
-@contextlib.contextmanager
-def running_server(app: Any, timeout: float = 30.0) -> Iterator[Running]:
-    """`app` under real uvicorn on a free 127.0.0.1 port, in a thread; stopped (and drained) on exit.
-    Like tests.helpers.running_server, but hands out the uvicorn.Server so a test can stop it mid-load."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    end = time.monotonic() + timeout
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > end:
-            raise RuntimeError(f"uvicorn did not start on port {port}")
-        time.sleep(0.02)
-    running = Running(f"http://127.0.0.1:{port}", app, server, thread)
-    try:
-        yield running
-    finally:
-        running.stop(timeout)
 
 
 def build_artifact(out: Path, hidden: int = 32, blocks: int = 1, steps: int = 5, seed: int = 0) -> Path:

@@ -22,8 +22,8 @@ def server(tiny_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
     mv = reg.publish(tiny_artifact)
     reg.promote(mv.name, "production", mv.version)
     settings = ServeSettings(registry=str(root), cache_dir=root / "cache", model_name=mv.name)
-    with running_server(create_app(settings)) as url:
-        yield url
+    with running_server(create_app(settings)) as running:
+        yield running.url
 
 
 def test_act_returns_finite_in_bounds_action_with_version(server: str) -> None:
@@ -87,7 +87,8 @@ def test_health_ready_models_and_metrics(server: str) -> None:
 
 def test_server_without_model_is_not_ready(tmp_path: Path) -> None:
     settings = ServeSettings(registry=str(tmp_path / "empty"), cache_dir=tmp_path / "cache")
-    with running_server(create_app(settings)) as url:
+    with running_server(create_app(settings)) as running:
+        url = running.url
         ready = httpx.get(f"{url}/readyz")
         assert ready.status_code == 503
         assert "no versions" in ready.json()["last_error"]

@@ -6,9 +6,10 @@ import contextlib
 import os
 import shutil
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -23,6 +24,30 @@ class Episode:
     terminations: np.ndarray  # [T]
     truncations: np.ndarray  # [T]
     seed: int | None = None
+
+
+def rollout(env: Any, act: Callable[[np.ndarray], Any], seed: int) -> Episode:
+    """One whole episode of `env` (reset with `seed`) acting with `act(obs)`, as every generator stores it."""
+    obs, _ = env.reset(seed=seed)
+    observations, actions, rewards, terms, truncs = [obs], [], [], [], []
+    while True:
+        action = act(obs)
+        obs, reward, terminated, truncated, _ = env.step(action)
+        observations.append(obs)
+        actions.append(action)
+        rewards.append(reward)
+        terms.append(terminated)
+        truncs.append(truncated)
+        if terminated or truncated:
+            break
+    return Episode(
+        np.asarray(observations, dtype=np.float32),
+        np.asarray(actions, dtype=np.float32),
+        np.asarray(rewards, dtype=np.float32),
+        np.asarray(terms, dtype=bool),
+        np.asarray(truncs, dtype=bool),
+        seed=seed,
+    )
 
 
 @contextlib.contextmanager

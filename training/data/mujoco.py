@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from training.data.minari_io import Episode, write_minari
+from training.data.minari_io import Episode, rollout, write_minari
 
 ENVS = {"hopper": "Hopper-v5", "halfcheetah": "HalfCheetah-v5"}
 KINDS = ("random", "medium", "medium-replay", "medium-expert")
@@ -55,34 +55,15 @@ def rollouts(env_id: str, policy: Any | None, transitions: int, seed: int, desc:
     total = 0
     bar = tqdm(total=transitions, desc=desc, unit="step", leave=False)
     while total < transitions:
-        ep_seed = seed + len(episodes)
-        obs, _ = env.reset(seed=ep_seed)
-        observations, actions, rewards, terms, truncs = [obs], [], [], [], []
-        while True:
-            if policy is None:
-                action = env.action_space.sample()
-            else:
-                action, _ = policy.predict(obs, deterministic=False)
-            obs, reward, terminated, truncated, _ = env.step(action)
-            observations.append(obs)
-            actions.append(action)
-            rewards.append(reward)
-            terms.append(terminated)
-            truncs.append(truncated)
-            if terminated or truncated:
-                break
-        episodes.append(
-            Episode(
-                np.asarray(observations, np.float32),
-                np.asarray(actions, np.float32),
-                np.asarray(rewards, np.float32),
-                np.asarray(terms, bool),
-                np.asarray(truncs, bool),
-                seed=ep_seed,
+        if policy is None:
+            episode = rollout(env, lambda obs: env.action_space.sample(), seed + len(episodes))
+        else:
+            episode = rollout(
+                env, lambda obs: policy.predict(obs, deterministic=False)[0], seed + len(episodes)
             )
-        )
-        total += len(actions)
-        bar.update(len(actions))
+        episodes.append(episode)
+        total += len(episode.actions)
+        bar.update(len(episode.actions))
     bar.close()
     env.close()
     return episodes

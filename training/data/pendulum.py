@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from training.data.minari_io import Episode, write_minari
+from training.data.minari_io import Episode, rollout, write_minari
 
 ENV_ID = "Pendulum-v1"
 MAX_TORQUE = 2.0
@@ -45,32 +45,15 @@ def epsilon_controller(eps: float) -> Controller:
     return act
 
 
-def rollout(controller: Controller, seed: int) -> Episode:
+def controller_rollout(controller: Controller, seed: int) -> Episode:
     import gymnasium as gym
 
     env = gym.make(ENV_ID)
     rng = np.random.default_rng(seed + 1_000_003)
-    obs, _ = env.reset(seed=seed)
-    observations, actions, rewards, terms, truncs = [obs], [], [], [], []
-    while True:
-        action = controller(obs, rng)
-        obs, reward, terminated, truncated, _ = env.step(action)
-        observations.append(obs)
-        actions.append(action)
-        rewards.append(reward)
-        terms.append(terminated)
-        truncs.append(truncated)
-        if terminated or truncated:
-            break
-    env.close()
-    return Episode(
-        np.asarray(observations, dtype=np.float32),
-        np.asarray(actions, dtype=np.float32),
-        np.asarray(rewards, dtype=np.float32),
-        np.asarray(terms, dtype=bool),
-        np.asarray(truncs, dtype=bool),
-        seed=seed,
-    )
+    try:
+        return rollout(env, lambda obs: controller(obs, rng), seed)
+    finally:
+        env.close()
 
 
 def plan(kind: str, episodes: int) -> list[tuple[float, str]]:
@@ -96,7 +79,7 @@ def make_pendulum_datasets(
         schedule = plan(kind, episodes)
         base = seed * 100_000 + k_index * 10_000
         eps = [
-            rollout(epsilon_controller(e), base + i)
+            controller_rollout(epsilon_controller(e), base + i)
             for i, (e, _) in enumerate(tqdm(schedule, desc=f"pendulum/{kind}", unit="ep", leave=False))
         ]
         out[kind] = write_minari(
