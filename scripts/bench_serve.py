@@ -45,12 +45,12 @@ NOTES = """## How to read this
   flushes at the end of the event-loop tick (no fixed wait), so batches grow with load by themselves.
 - Goals (issue 6): at 64 clients ≥ 0.75× the floor's req/s and p99 ≤ 1.5× the floor's; at 1 client p50 ≤
   floor p50 + 1.2× the sampler's batch-1 time; ONNX ≥ 3× torch eager at batch 1.
-- `default` is the network `qipo train` exports by default; `small` is a 16× cheaper one that isolates
-  the serving overhead from the model's compute."""
+- `default` is the network `qipo train` exports by default; `small` (64 wide) is ~4× cheaper per row
+  and isolates the serving overhead from the model's compute."""
 GOAL_WORD = {True: "met", False: "NOT met", None: "not measured"}
 ARCHS = {  # name -> (hidden, blocks, steps)
-    "default": (256, 2, 10),  # QIPOConfig defaults: what `qipo train` exports
-    "small": (64, 2, 10),  # a policy ~16x cheaper per row: shows the serving overhead itself
+    "default": (128, 2, 10),  # QIPOConfig defaults (NetworkConfig hidden/blocks, 10 Euler steps)
+    "small": (64, 2, 10),  # ~4x cheaper per row than default: shows the serving overhead itself
 }
 
 
