@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from service import canary
-from service.registry import Registry, RegistryError, open_registry
+from service.registry import ModelVersion, Registry, RegistryError, open_registry
 
 T = TypeVar("T")
 
@@ -63,6 +63,14 @@ def serve(
     )
 
 
+def _registry_call(registry: str, prefix: str, action: Callable[[Registry], T]) -> T:
+    """Open the registry and run one action; a RegistryError becomes one readable line and exit 1."""
+    try:
+        return action(open_registry(registry, prefix))
+    except RegistryError as exc:
+        raise fail(str(exc)) from exc
+
+
 @registry_app.command("publish")
 def registry_publish(
     artifact: Annotated[Path, typer.Argument(help="Artifact directory written by `qipo export`")],
@@ -71,13 +79,14 @@ def registry_publish(
     alias: Annotated[list[str] | None, typer.Option("--alias", help="Also point these aliases at it")] = None,
 ) -> None:
     """Store an artifact as the next immutable version of its model."""
-    try:
-        reg = open_registry(registry, prefix)
+
+    def publish(reg: Registry) -> ModelVersion:
         mv = reg.publish(artifact)
         for name in alias or []:
             reg.promote(mv.name, name, mv.version)
-    except RegistryError as exc:
-        raise fail(str(exc)) from exc
+        return mv
+
+    mv = _registry_call(registry, prefix, publish)
     console.print(
         f"published [bold]{mv.name}[/] version [bold]{mv.version}[/]" + (f" as {alias}" if alias else "")
     )
@@ -86,8 +95,8 @@ def registry_publish(
 @registry_app.command("list")
 def registry_list(registry: RegistryOpt = "./registry", prefix: PrefixOpt = "qipo") -> None:
     """Models, versions and aliases."""
-    try:
-        reg = open_registry(registry, prefix)
+
+    def rows(reg: Registry) -> Table:
         table = Table("model", "version", "variant", "published", "aliases", "score")
         for name in reg.models():
             aliases = reg.aliases(name)
@@ -102,9 +111,9 @@ def registry_list(registry: RegistryOpt = "./registry", prefix: PrefixOpt = "qip
                     names,
                     "" if score is None else f"{score:.1f}",
                 )
-    except RegistryError as exc:
-        raise fail(str(exc)) from exc
-    console.print(table)
+        return table
+
+    console.print(_registry_call(registry, prefix, rows))
 
 
 @registry_app.command("show")
@@ -112,11 +121,7 @@ def registry_show(
     name: str, ref: str = "production", registry: RegistryOpt = "./registry", prefix: PrefixOpt = "qipo"
 ) -> None:
     """Print one version's manifest (ref: alias or version)."""
-    try:
-        reg = open_registry(registry, prefix)
-        mv = reg.get(name, reg.resolve(name, ref))
-    except RegistryError as exc:
-        raise fail(str(exc)) from exc
+    mv = _registry_call(registry, prefix, lambda reg: reg.get(name, reg.resolve(name, ref)))
     typer.echo(json.dumps(mv.model_dump(mode="json"), indent=2))
 
 
@@ -129,10 +134,7 @@ def registry_promote(
     prefix: PrefixOpt = "qipo",
 ) -> None:
     """Move an alias to a version atomically."""
-    try:
-        move = open_registry(registry, prefix).promote(name, alias, ref)
-    except RegistryError as exc:
-        raise fail(str(exc)) from exc
+    move = _registry_call(registry, prefix, lambda reg: reg.promote(name, alias, ref))
     console.print(f"{name}:{alias} {move.from_version} -> {move.to_version}")
 
 
@@ -144,10 +146,7 @@ def registry_rollback(
     prefix: PrefixOpt = "qipo",
 ) -> None:
     """Point an alias back at the version it had before its last move."""
-    try:
-        move = open_registry(registry, prefix).rollback(name, alias)
-    except RegistryError as exc:
-        raise fail(str(exc)) from exc
+    move = _registry_call(registry, prefix, lambda reg: reg.rollback(name, alias))
     console.print(f"{name}:{alias} {move.from_version} -> {move.to_version}")
 
 
@@ -160,12 +159,13 @@ def registry_pull(
     prefix: PrefixOpt = "qipo",
 ) -> None:
     """Copy a version into a directory and verify its sha256."""
-    try:
-        reg = open_registry(registry, prefix)
+
+    def pull(reg: Registry) -> int:
         version = reg.resolve(name, ref)
         reg.pull(name, version, dest)
-    except RegistryError as exc:
-        raise fail(str(exc)) from exc
+        return version
+
+    version = _registry_call(registry, prefix, pull)
     console.print(f"pulled {name} version {version} into {dest}")
 
 
@@ -180,24 +180,13 @@ def registry_gc(
     prefix: PrefixOpt = "qipo",
 ) -> None:
     """Remove versions no alias points to and older than the retention (the newest is always kept)."""
-    try:
-        removed = open_registry(registry, prefix).gc(name, retention * 3600.0, dry_run=dry_run)
-    except RegistryError as exc:
-        raise fail(str(exc)) from exc
+    removed = _registry_call(registry, prefix, lambda reg: reg.gc(name, retention * 3600.0, dry_run=dry_run))
     verb = "would remove" if dry_run else "removed"
     console.print(f"{name}: {verb} versions {removed}" if removed else f"{name}: nothing to remove")
 
 
 canary_app = typer.Typer(help="Route a share of robots to a candidate version, then promote or abort.")
 registry_app.add_typer(canary_app, name="canary")
-
-
-def _registry_call(registry: str, prefix: str, action: Callable[[Registry], T]) -> T:
-    """Open the registry and run one action; a RegistryError becomes one readable line and exit 1."""
-    try:
-        return action(open_registry(registry, prefix))
-    except RegistryError as exc:
-        raise fail(str(exc)) from exc
 
 
 @canary_app.command("start")

@@ -42,9 +42,3 @@ class ActResponse(BaseModel):
     clipped: bool
     timing: Timing
     request_id: str | None = None
-
-
-class ErrorDetail(BaseModel):
-    loc: list[str | int]
-    msg: str
-    type: str
