@@ -21,7 +21,7 @@ class NetworkConfig(BaseModel):
     blocks: int = Field(default=2, ge=0)
     time_dim: int = Field(default=32, ge=2)
     critic_hidden: int = Field(default=256, ge=8)
-    critic_layers: int = Field(default=3, ge=1)
+    critic_layers: int = Field(default=2, ge=1, description="Hidden layers per Q head (QGPO: 2)")
 
 
 class QIPOConfig(BaseModel):

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from training import optim
 from training.networks import TwinQ, mlp
 
 
@@ -40,19 +41,16 @@ class Critic:
         self.q = q
         self.q_target = copy.deepcopy(q).requires_grad_(False)
         self.gamma, self.tau, self.grad_clip = gamma, tau, grad_clip
-        self.opt = torch.optim.Adam(q.parameters(), lr=lr)
+        self._params: list[Tensor] = list(q.parameters())
+        self._target_params: list[Tensor] = list(self.q_target.parameters())
+        self.opt = optim.adam(self._params, lr)
 
     def _fit_q(self, s: Tensor, a: Tensor, y: Tensor) -> Tensor:
         q1, q2 = self.q(s, a)
         loss = (q1 - y).pow(2).mean() + (q2 - y).pow(2).mean()
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.q.parameters(), self.grad_clip)
-        self.opt.step()
+        optim.step(self.opt, loss, self._params, self.grad_clip)
         with torch.no_grad():
-            for p, pt in zip(self.q.parameters(), self.q_target.parameters(), strict=True):
-                pt.lerp_(p, self.tau)
+            torch._foreach_lerp_(self._target_params, self._params, self.tau)
         return loss.detach()
 
     def update(
@@ -123,7 +121,7 @@ class IQLCritic(Critic):
         super().__init__(q, gamma=gamma, tau=tau, lr=lr, grad_clip=grad_clip)
         self.expectile = expectile
         self.v: nn.Module = mlp(obs_dim, hidden, layers, 1)
-        self.v_opt = torch.optim.Adam(self.v.parameters(), lr=lr)
+        self.v_opt = optim.adam(self.v.parameters(), lr)
 
     def value(self, s: Tensor) -> Tensor:
         return self.v(s).squeeze(-1)
@@ -143,9 +141,7 @@ class IQLCritic(Critic):
         with torch.no_grad():
             q_data = self.q_target.q_min(s, a)
         v_loss = expectile_loss(q_data - self.value(s), self.expectile)
-        self.v_opt.zero_grad(set_to_none=True)
-        v_loss.backward()
-        self.v_opt.step()
+        optim.step(self.v_opt, v_loss, list(self.v.parameters()), None)
         return v_loss.detach()
 
     def state_dict(self) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """QGPO-style networks: Gaussian Fourier time features, a state embedding and residual blocks.
 
-SiLU everywhere: ONNX Runtime's CPU Softplus kernel (used by a default Mish export) is slow (DESIGN §3.3a).
+SiLU in the velocity net, ReLU in the critics: ONNX Runtime's CPU Softplus kernel (used by a default Mish
+export) is slow (DESIGN §3.3a).
 """
 
 from __future__ import annotations
@@ -78,19 +79,23 @@ class VelocityNet(nn.Module):
 
 
 def mlp(inp: int, hidden: int, layers: int, out: int) -> nn.Sequential:
+    """`layers` hidden Linear+ReLU layers (ReLU as in QGPO/IQL critics: cheaper than SiLU on CPU, which
+    matters where the critic's target evaluates 16 actions per next state)."""
     mods: list[nn.Module] = []
     width = inp
     for _ in range(layers):
-        mods += [nn.Linear(width, hidden), nn.SiLU()]
+        mods += [nn.Linear(width, hidden), nn.ReLU()]
         width = hidden
     mods.append(nn.Linear(width, out))
     return nn.Sequential(*mods)
 
 
 class TwinQ(nn.Module):
-    """Two independent Q heads on (normalised state, normalised action); `forward` returns both."""
+    """Two independent Q heads on (normalised state, normalised action); `forward` returns both.
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden: int = 256, layers: int = 3) -> None:
+    Defaults are QGPO's critic (two hidden layers of 256, as in IQL-PyTorch's TwinQ)."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int = 256, layers: int = 2) -> None:
         super().__init__()
         self.q1 = mlp(obs_dim + act_dim, hidden, layers, 1)
         self.q2 = mlp(obs_dim + act_dim, hidden, layers, 1)

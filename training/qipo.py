@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from training import optim
 from training.config import QIPOConfig
 from training.critic import Critic, IQLCritic, SoftmaxQCritic
 from training.data.dataset import TransitionDataset
@@ -120,7 +121,8 @@ class QIPOTrainer:
         # changed since the behaviour warm-up), so the critic's pre-sampling costs no extra renewal.
         self.next_index, extra = next_state_rows(dataset.observations, dataset.next_observations)
         self.sample_states = torch.cat([self.s, self.s_next[extra]])
-        self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.lr)
+        self._params = list(self.net.parameters())
+        self.opt = optim.adam(self._params, cfg.lr)
         self.sched = self._scheduler(cfg.behavior_steps)
         self.step = 0
         self.renewals = 0
@@ -236,11 +238,7 @@ class QIPOTrainer:
         return weighted_matching_loss(pred.reshape(shape), target.reshape(shape), weights)
 
     def _policy_step(self, loss: Tensor) -> None:
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.cfg.grad_clip)
-        self.opt.step()
+        optim.step(self.opt, loss, self._params, self.cfg.grad_clip)
         self.sched.step()
 
     def behavior_step(self) -> float:

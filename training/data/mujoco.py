@@ -161,7 +161,7 @@ def make_mujoco_datasets(
     if needs_sac:
         started = time.perf_counter()
         model = SAC("MlpPolicy", gym.make(env_id), seed=seed, verbose=0, **SAC_KWARGS)
-        model.learn(total_timesteps=sac_steps, progress_bar=False)
+        model.learn(total_timesteps=sac_steps, progress_bar=True)
         timings["sac_medium_train"] = round(time.perf_counter() - started, 1)
         medium_ckpt = ckpt_dir / "sac-medium.zip"
         model.save(medium_ckpt)
@@ -200,7 +200,7 @@ def make_mujoco_datasets(
 
     if "medium-expert" in kinds:
         started = time.perf_counter()
-        model.learn(total_timesteps=expert_steps, reset_num_timesteps=False, progress_bar=False)
+        model.learn(total_timesteps=expert_steps, reset_num_timesteps=False, progress_bar=True)
         timings["sac_expert_train"] = round(time.perf_counter() - started, 1)
         expert_ckpt = ckpt_dir / "sac-expert.zip"
         model.save(expert_ckpt)

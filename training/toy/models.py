@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from training import optim
 from training.efm import energy_weights, weighted_matching_loss
 from training.networks import VelocityNet
 from training.paths import OTPath, ProbabilityPath, VPPath
@@ -89,7 +90,8 @@ def train_toy_model(
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     net = VelocityNet(obs_dim=1, act_dim=2, hidden=config.hidden, blocks=config.blocks)
-    opt = torch.optim.Adam(net.parameters(), lr=config.lr)
+    params = list(net.parameters())
+    opt = optim.adam(params, config.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda k: 0.5 * (1 + math.cos(math.pi * min(k, config.steps) / config.steps))
     )
@@ -114,9 +116,7 @@ def train_toy_model(
             cond = torch.zeros(b, 1)
             weights = energy_weights(e, beta) if beta != 0 else None
         loss = weighted_matching_loss(net(xt, t, cond), target, weights)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        optim.step(opt, loss, params, None)
         sched.step()
         if on_step is not None:
             on_step(step, float(loss))
