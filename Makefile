@@ -64,6 +64,25 @@ bench-train: $(STAMP) $(D3RLPY_STAMP)
 bench-rl: $(STAMP)
 	$(BIN)/python scripts/bench_rl.py --out docs/bench
 
+# MuJoCo tier: SAC behaviour policies → ~200k-transition Minari datasets under data/ (≈ 40–60 min per env on
+# one core), their generation records copied to docs/data/; then BC vs QIPO-OT on them (≈ 20 min per run).
+BENCH_STAMP := $(VENV)/.bench
+$(BENCH_STAMP): | $(STAMP)
+	$(PIP) install -q -e '.[bench]'
+	touch $(BENCH_STAMP)
+
+.PHONY: mujoco-data bench-mujoco
+mujoco-data: $(BENCH_STAMP)
+	mkdir -p docs/data
+	for env in hopper halfcheetah; do \
+	  $(QIPO) data make $$env --out data --threads 1 && cp data/$$env/generation.json docs/data/$$env-generation.json \
+	  || exit 1; done
+
+bench-mujoco: $(BENCH_STAMP)
+	for env in hopper halfcheetah; do \
+	  $(BIN)/python scripts/bench_rl.py --env $$env --kinds medium medium-expert --seeds 0 --variants qipo-ot \
+	  || exit 1; done
+
 # Issue 7: p99 latency while replicas swap models vs steady p99 of the same run (docs/bench/swap.*).
 .PHONY: bench-swap
 bench-swap: $(STAMP)

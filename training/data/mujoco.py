@@ -69,6 +69,24 @@ def rollouts(env_id: str, policy: Any | None, transitions: int, seed: int, desc:
     return episodes
 
 
+def _progress(steps: int, desc: str) -> Any:
+    """A tqdm bar over SAC environment steps (SB3's own bar is rich-only and silent in log files)."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class TqdmCallback(BaseCallback):
+        def _on_training_start(self) -> None:
+            self.bar = tqdm(total=steps, desc=desc, unit="step", mininterval=5.0)
+
+        def _on_step(self) -> bool:
+            self.bar.update(1)
+            return True
+
+        def _on_training_end(self) -> None:
+            self.bar.close()
+
+    return TqdmCallback()
+
+
 def replay_episodes(model: Any) -> list[Episode]:
     """The SAC replay buffer (one env) cut into episodes in collection order; a trailing unfinished
     episode is kept and marked truncated."""
@@ -161,7 +179,7 @@ def make_mujoco_datasets(
     if needs_sac:
         started = time.perf_counter()
         model = SAC("MlpPolicy", gym.make(env_id), seed=seed, verbose=0, **SAC_KWARGS)
-        model.learn(total_timesteps=sac_steps, progress_bar=True)
+        model.learn(total_timesteps=sac_steps, callback=_progress(sac_steps, f"{env}/SAC medium"))
         timings["sac_medium_train"] = round(time.perf_counter() - started, 1)
         medium_ckpt = ckpt_dir / "sac-medium.zip"
         model.save(medium_ckpt)
@@ -200,7 +218,11 @@ def make_mujoco_datasets(
 
     if "medium-expert" in kinds:
         started = time.perf_counter()
-        model.learn(total_timesteps=expert_steps, reset_num_timesteps=False, progress_bar=True)
+        model.learn(
+            total_timesteps=expert_steps,
+            reset_num_timesteps=False,
+            callback=_progress(expert_steps, f"{env}/SAC expert"),
+        )
         timings["sac_expert_train"] = round(time.perf_counter() - started, 1)
         expert_ckpt = ckpt_dir / "sac-expert.zip"
         model.save(expert_ckpt)
