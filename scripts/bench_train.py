@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -109,6 +110,7 @@ def main() -> None:
     parser.add_argument("--config", type=Path, default=None, help="QIPOConfig JSON (default: defaults)")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    load_start = round(os.getloadavg()[0], 2)
     base = json.loads(args.config.read_text()) if args.config else {}
     cfg = QIPOConfig.model_validate(base | {"behavior_steps": 11, "critic_steps": 11, "log_every": 10**6})
     full_cfg = QIPOConfig.model_validate(base)  # the schedule the rates are weighted by
@@ -159,7 +161,8 @@ def main() -> None:
         "config": cfg.model_dump(mode="json"),
         "iql": "d3rlpy 2.8.1 IQLConfig(batch_size=256), update(sample_transition_batch(256)) per step",
         "threads": 1,
-        "machine": f"{platform.machine()}, torch {torch.__version__}",
+        "machine": f"{platform.machine()}, {cpu_model()}, torch {torch.__version__}",
+        "load_average_1min": {"start": load_start, "end": round(os.getloadavg()[0], 2)},
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "train.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -167,14 +170,30 @@ def main() -> None:
     print(json.dumps({k: v for k, v in result.items() if k != "config"}, indent=2))
 
 
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
 def markdown(r: dict[str, Any]) -> str:
     ph = r["qipo_phase_steps_per_s"]
+    net = r["config"]["network"]
     return "\n".join(
         [
             "# Training throughput: QIPO vs d3rlpy IQL (same run)",
             "",
             f"HalfCheetah dimensions (obs {r['obs_dim']}, act {r['act_dim']}), batch {r['batch_size']}, "
-            f"1 torch thread each, synthetic arrays, timed in alternating blocks on a shared 2-core box.",
+            f"1 torch thread each, synthetic arrays, timed in alternating blocks. Machine: {r['machine']}, "
+            f"1-min load average {r['load_average_1min']['start']} at the start, "
+            f"{r['load_average_1min']['end']} at the end. Critic: twin Q, "
+            f"{net['critic_layers']} hidden layers × {net['critic_hidden']}; velocity net {net['hidden']} "
+            f"wide × {net['blocks']} "
+            "residual blocks.",
             "",
             "| | steps/s |",
             "|---|---|",
