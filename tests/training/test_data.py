@@ -103,6 +103,7 @@ def test_mujoco_datasets_on_a_tiny_sac_budget(tmp_path: Path) -> None:
     assert replay.size == 300  # the whole SAC buffer, in order
     record = json.loads((tmp_path / "hopper" / GENERATION_FILE).read_text())
     assert record["seed"] == 3 and record["sac_steps"] == 300
+    assert "stable-baselines3" in record["versions"]
     assert set(record["checkpoints"]) == {"medium", "expert"}
     for ckpt in record["checkpoints"].values():
         assert (tmp_path / "hopper" / "checkpoints" / ckpt["path"]).is_file()

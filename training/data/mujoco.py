@@ -122,6 +122,13 @@ def mean_return(episodes: list[Episode]) -> float:
     return float(np.mean([ep.rewards.sum() for ep in episodes]))
 
 
+def _versions() -> dict[str, str]:
+    """Library versions that decide the bytes of a regenerated dataset (SAC, simulator, env, torch)."""
+    from importlib.metadata import version
+
+    return {pkg: version(pkg) for pkg in ("stable-baselines3", "mujoco", "gymnasium", "torch", "numpy")}
+
+
 def _sha256(path: Path) -> str:
     import hashlib
 
@@ -163,6 +170,7 @@ def make_mujoco_datasets(
         "transitions": transitions,
         "sac_kwargs": SAC_KWARGS,
         "torch_threads": torch.get_num_threads(),
+        "versions": _versions(),
         "timings_s": {},
         "returns": {},
         "datasets": {},
