@@ -64,8 +64,8 @@ bench-train: $(STAMP) $(D3RLPY_STAMP)
 bench-rl: $(STAMP)
 	$(BIN)/python scripts/bench_rl.py --out docs/bench
 
-# MuJoCo tier: SAC behaviour policies → ~200k-transition Minari datasets under data/ (≈ 40–60 min per env on
-# one core), their generation records copied to docs/data/; then BC vs QIPO-OT on them (≈ 20 min per run).
+# MuJoCo tier: SAC behaviour policies → ~200k-transition Minari datasets under data/ (≈ 100 min per env on
+# one core), their generation records copied to docs/data/; then BC vs QIPO-OT on them (≈ 30 min per run).
 BENCH_STAMP := $(VENV)/.bench
 $(BENCH_STAMP): | $(STAMP)
 	$(PIP) install -q -e '.[bench]'
@@ -81,6 +81,7 @@ mujoco-data: $(BENCH_STAMP)
 bench-mujoco: $(BENCH_STAMP)
 	for env in hopper halfcheetah; do \
 	  $(BIN)/python scripts/bench_rl.py --env $$env --kinds medium medium-expert --seeds 0 --variants qipo-ot \
+	    --set '{"renew_every": 3000}' \
 	  || exit 1; done
 
 # Issue 7: p99 latency while replicas swap models vs steady p99 of the same run (docs/bench/swap.*).
