@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -238,7 +239,7 @@ def main() -> None:
                     "summary": summarise(rows),
                     "runs": rows,
                     "machine": f"{platform.processor() or platform.machine()}, torch {torch.__version__}",
-                    "command": "python scripts/bench_rl.py " + " ".join(sys.argv[1:]),
+                    "command": "python scripts/bench_rl.py " + shlex.join(sys.argv[1:]),
                 }
                 (args.out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
                 write_markdown(args.out / f"{name}.md", result)
