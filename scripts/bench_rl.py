@@ -126,6 +126,12 @@ def _cell(s: dict[str, float] | None) -> str:
     return "–" if s is None else f"{s['mean']:.1f} ± {s['std']:.1f}"
 
 
+def _best(mine: dict[str, float] | None, other: dict[str, float] | None) -> str:
+    """The cell, in bold when its mean is the higher of the two."""
+    better = mine is not None and other is not None and mine["mean"] > other["mean"]
+    return f"**{_cell(mine)}**" if better else _cell(mine)
+
+
 def write_markdown(path: Path, result: dict[str, Any]) -> None:
     env = result["env"]
     lines = [
@@ -154,7 +160,8 @@ def write_markdown(path: Path, result: dict[str, Any]) -> None:
     for key, s in result["summary"].items():
         kind, variant = key.split("/")
         lines.append(
-            f"| {kind} | {variant} | {_cell(s['bc_return'])} | **{_cell(s['qipo_return'])}** "
+            f"| {kind} | {variant} | {_best(s['bc_return'], s['qipo_return'])} "
+            f"| {_best(s['qipo_return'], s['bc_return'])} "
             f"| {_cell(s['bc_normalized'])} | {_cell(s['qipo_normalized'])} "
             f"| {_cell(s['bc_d4rl_style'])} | {_cell(s['qipo_d4rl_style'])} |"
         )
