@@ -141,7 +141,7 @@ class IQLCritic(Critic):
         with torch.no_grad():
             q_data = self.q_target.q_min(s, a)
         v_loss = expectile_loss(q_data - self.value(s), self.expectile)
-        optim.step(self.v_opt, v_loss, list(self.v.parameters()), None)
+        optim.step(self.v_opt, v_loss, (), None)  # no clipping: params unused
         return v_loss.detach()
 
     def state_dict(self) -> dict[str, Any]:
