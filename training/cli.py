@@ -49,6 +49,14 @@ def data_make(
     ] = None,
     transitions: Annotated[int, typer.Option(min=1, help="MuJoCo: transitions per dataset")] = 200_000,
     threads: Annotated[int | None, typer.Option(help="torch threads (SAC)")] = None,
+    train_sac: Annotated[
+        bool,
+        typer.Option(
+            "--train-sac",
+            help="MuJoCo: train the SAC behaviour policies anew (≈ 1 h per env on one core) instead of "
+            "rolling out the committed ones (training/data/policies)",
+        ),
+    ] = False,
     seed: int = 0,
 ) -> None:
     """Generate datasets locally as Minari datasets (`<out>/<env>/<kind>-v0`)."""
@@ -71,6 +79,7 @@ def data_make(
                 expert_steps=expert_steps,
                 transitions=transitions,
                 seed=seed,
+                train=train_sac,
             )
         else:
             raise fail(f"unknown env {env!r}: choose pendulum, hopper or halfcheetah")
@@ -180,6 +189,10 @@ def train_command(
         trainer.fit(on_log=on_log, on_step=on_step)
     trainer.save(out)
     plot_learning_curves(out)
+    summary = trainer.summary()
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    for line in describe_summary(summary):
+        console.print(line)
     if eval_episodes > 0 and ds.env_id:
         from training.eval import evaluate
 
@@ -199,6 +212,23 @@ def train_command(
             f"[bold]{cfg.algo}[/] {ds.name}: return {result['mean_return']:.1f} ± {result['std_return']:.1f}"
         )
     console.print(f"run saved in {out}")
+
+
+def describe_summary(summary: dict[str, Any]) -> list[str]:
+    """The run summary in the lines a user reads before any rollout."""
+    lines = []
+    critic = summary.get("critic")
+    if critic and critic.get("q_mc_corr") is not None:
+        lines.append(
+            f"critic vs held-out returns: corr {critic['q_mc_corr']:.3f}, bias {critic['q_mc_bias']:+.2f} "
+            f"({critic['q_mc_rows']} steps; reward scale {summary['reward_scale']:.4g})"
+        )
+    for r in summary.get("renewals", []):
+        lines.append(
+            f"renewal {r['renewal']} at step {r['step']}: β_eff {r['beta_eff']:.4g}, ESS/(M+1) "
+            f"{r['ess_fraction']:.3f}, dataset-action weight {r['data_weight']:.3f}"
+        )
+    return lines
 
 
 def _act_fn_for(path: Path) -> tuple[Any, str]:

@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from training.paths import DEFAULT_STEPS, SOLVERS, default_solver, path_name
+from training.temperature import TemperatureMode
 
 SolverKind = Literal["euler", "midpoint", "dpm-solver-2", "ddim"]
 
@@ -21,7 +22,7 @@ class NetworkConfig(BaseModel):
     blocks: int = Field(default=2, ge=0)
     time_dim: int = Field(default=32, ge=2)
     critic_hidden: int = Field(default=256, ge=8)
-    critic_layers: int = Field(default=2, ge=1, description="Hidden layers per Q head (QGPO: 2)")
+    critic_layers: int = Field(default=3, ge=1, description="Hidden layers per Q head (QGPO: 3 of 256)")
 
 
 class QIPOConfig(BaseModel):
@@ -44,6 +45,29 @@ class QIPOConfig(BaseModel):
     renew_every: int = Field(
         default=2_000, ge=1, description="K_renew: rebuild every support set after this many steps"
     )
+    renewal: Literal["lazy", "eager"] = Field(
+        default="lazy",
+        description="lazy: draw a state's support set from the policy frozen at the renewal the first time "
+        "a batch needs it; eager: draw all at the renewal (Algorithm 2). Both build the same sets",
+    )
+    temperature: TemperatureMode = Field(
+        default="ess",
+        description="raw: softmax(β·Q) (the paper); spread: softmax(β·Q/σ̂), σ̂ the mean std of Q over a "
+        "support set; ess: β per renewal so that the mean ESS of the weights is target_ess·(M+1)",
+    )
+    target_ess: float = Field(
+        default=0.25, gt=0, lt=1, description="ess mode: target effective sample size / (M+1)"
+    )
+    probe_states: int = Field(
+        default=2048, ge=1, description="States whose support sets fix each renewal's temperature and stats"
+    )
+    holdout_episodes: float = Field(
+        default=0.05,
+        ge=0,
+        lt=1,
+        description="Fraction of whole episodes never trained on; the critic is checked against their "
+        "discounted Monte-Carlo returns",
+    )
     improve_loss: Literal["full", "resample"] = Field(
         default="full",
         description="full: Σ_j g_ij‖·‖² over all M+1 support actions of improve_batch_size states; resample: "
@@ -61,8 +85,9 @@ class QIPOConfig(BaseModel):
     tau: float = Field(default=0.005, gt=0, le=1)
     critic_lr: float = Field(default=3e-4, gt=0)
     reward_scale: float | Literal["auto"] = Field(
-        default=0.1, description="Multiply rewards; 'auto' = 1000/(max_return − min_return) as for locomotion"
+        default="auto", description="Multiply rewards; 'auto' = 1000/(max_return − min_return) (IQL's)"
     )
+    critic_grad_clip: float | None = Field(default=None, gt=0, description="QGPO clips none")
     # Optimisation.
     lr: float = Field(default=3e-4, gt=0)
     lr_schedule: Literal["cosine", "constant"] = "cosine"

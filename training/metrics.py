@@ -51,14 +51,28 @@ def plot_learning_curves(run_dir: Path, out: Path | None = None) -> Path | None:
     phases = [p for p in ("behavior", "critic", "improve") if any(r.get("phase") == p for r in rows)]
     if not phases:
         return None
-    fig, axes = plt.subplots(1, len(phases), figsize=(4 * len(phases), 3), squeeze=False)
-    for ax, phase in zip(axes[0], phases, strict=True):
-        pts = [(r["step"], r["loss"]) for r in rows if r.get("phase") == phase]
-        ax.plot(*zip(*pts, strict=True))
-        ax.set_title(phase)
+    # Diagnostics beside the losses: the critic against held-out returns, the sharpness of the weights.
+    panels = [(p, [("loss", "loss")]) for p in phases]
+    if any(r.get("q_mc_corr") is not None for r in rows):
+        panels.append(("critic vs held-out returns", [("q_mc_corr", "correlation")]))
+    if any("ess_fraction" in r for r in rows):
+        panels.append(
+            ("support-set weights", [("ess_fraction", "ESS/(M+1)"), ("data_weight", "dataset-action weight")])
+        )
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3), squeeze=False)
+    for ax, (title, series) in zip(axes[0], panels, strict=True):
+        phase_rows = [r for r in rows if r.get("phase") == title] if title in phases else rows
+        for key, label in series:
+            pts = [(r["step"], r[key]) for r in phase_rows if r.get(key) is not None]
+            if pts:
+                ax.plot(*zip(*pts, strict=True), label=label)
+        ax.set_title(title)
         ax.set_xlabel("step")
-        ax.set_ylabel("loss")
-        ax.set_yscale("log" if all(p[1] > 0 for p in pts) else "linear")
+        if title in phases:
+            ax.set_ylabel("loss")
+            ax.set_yscale("log" if all(r["loss"] > 0 for r in phase_rows) else "linear")
+        elif len(series) > 1:
+            ax.legend(fontsize=7)
     fig.tight_layout()
     target = out or run_dir / CURVES_FILE
     fig.savefig(target, dpi=100)

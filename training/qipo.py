@@ -2,19 +2,27 @@
 
 Phases by global step: [0, K1) behaviour warm-up (plain CFM), [K1, K1+K2) softmax-Q critic, then K3 steps
 of policy improvement. In improvement each dataset state s_i owns a support set {a_i1..a_iM} ∪ {a_i^data}
-sampled from the current policy; its weights g_ij = softmax_j(β·Q(s_i, a_ij)) are fixed until the next
-renewal, every K_renew steps (after l renewals the target is μ·exp((l+1)βQ)).
+sampled from the policy as it was at the last renewal; its weights g_ij = softmax_j(β·Q(s_i, a_ij)) are fixed
+until the next renewal, every K_renew steps (after l renewals the target is μ·exp((l+1)βQ)).
+
+Renewal is lazy by default: at each renewal the policy is frozen, and a state's support set is drawn from
+that frozen copy the first time a batch needs it, with noise seeded by (seed, renewal, state index). That is
+the distribution of Algorithm 2's eager renewal at a cost that follows the states one renewal period touches
+(`renew_every × improve_batch_size`) instead of the dataset size; eager renewal (`renewal: "eager"`) builds
+the very same sets. How sharp the weights are is set once per renewal on a fixed probe of states
+(`training.temperature`), so both orders use the same temperature.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -25,10 +33,12 @@ from training import optim
 from training.config import QIPOConfig
 from training.critic import Critic, IQLCritic, SoftmaxQCritic
 from training.data.dataset import TransitionDataset
+from training.diagnostics import critic_vs_returns, holdout_split, returns_to_go
 from training.efm import q_weights, weighted_matching_loss
 from training.networks import TwinQ, VelocityNet
 from training.paths import make_path
 from training.policy import BestOfNPolicy, FlowPolicy, Normalizer, integrate, repeat_rows
+from training.temperature import effective_beta, probe_indices, weight_stats
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +81,24 @@ def make_critic(cfg: QIPOConfig, obs_dim: int, act_dim: int) -> Critic:
             tau=cfg.tau,
             expectile=cfg.expectile,
             lr=cfg.critic_lr,
-            grad_clip=cfg.grad_clip,
+            grad_clip=cfg.critic_grad_clip,
         )
     return SoftmaxQCritic(
-        q, gamma=cfg.gamma, tau=cfg.tau, beta_q=cfg.beta_q, lr=cfg.critic_lr, grad_clip=cfg.grad_clip
+        q, gamma=cfg.gamma, tau=cfg.tau, beta_q=cfg.beta_q, lr=cfg.critic_lr, grad_clip=cfg.critic_grad_clip
     )
+
+
+def support_noise(seed: int, renewal: int, rows: Tensor, m: int, act_dim: int) -> Tensor:
+    """[len(rows), m, A] standard normal noise, each row's drawn from its own generator seeded by
+    (seed, renewal, row): a state's support set does not depend on when, or beside which others, it is
+    drawn."""
+    out = torch.empty(len(rows), m, act_dim)
+    gen = torch.Generator()
+    base = (seed * 1_000_003 + renewal) * 10_000_019
+    for k, row in enumerate(rows.tolist()):
+        gen.manual_seed((base + row) % (1 << 62))
+        out[k] = torch.randn(m, act_dim, generator=gen)
+    return out
 
 
 def next_state_rows(observations: np.ndarray, next_observations: np.ndarray) -> tuple[Tensor, Tensor]:
@@ -115,10 +138,20 @@ class QIPOTrainer:
             dataset.obs_dim, dataset.act_dim, net_cfg.hidden, net_cfg.blocks, net_cfg.time_dim
         )
         self.critic = make_critic(cfg, dataset.obs_dim, dataset.act_dim)
+        # Whole episodes held out of every phase: the critic is checked against their Monte-Carlo returns.
+        fraction = cfg.holdout_episodes if cfg.algo == "qipo" else 0.0
+        train_rows, held = holdout_split(dataset.terminals, dataset.timeouts, fraction, cfg.seed)
+        self.train_rows = torch.as_tensor(train_rows)
+        g, complete = returns_to_go(
+            self.r.numpy(), dataset.terminals, dataset.timeouts, cfg.gamma, int(3 / (1 - cfg.gamma))
+        )
+        self.mc_rows = torch.as_tensor(held[complete[held]])
+        self.mc_returns = g[held[complete[held]]]
+        self.probe = self.train_rows[probe_indices(len(self.train_rows), cfg.probe_states, cfg.seed)]
         # s' of transition i is usually s of transition i + 1: behaviour samples are drawn once per distinct
         # state, at `sample_states` = dataset states + the few s' that are not (episode ends); next_index[i]
-        # is the row holding s'_i. The same samples at s seed the first support sets (the policy has not
-        # changed since the behaviour warm-up), so the critic's pre-sampling costs no extra renewal.
+        # is the row holding s'_i. With the same keyed noise, the samples at s are renewal 0's support sets
+        # (the policy has not changed since the behaviour warm-up), so that renewal costs no sampling.
         self.next_index, extra = next_state_rows(dataset.observations, dataset.next_observations)
         self.sample_states = torch.cat([self.s, self.s_next[extra]])
         self._params = list(self.net.parameters())
@@ -127,10 +160,13 @@ class QIPOTrainer:
         self.step = 0
         self.renewals = 0
         self.behavior_samples: Tensor | None = None  # [N + E, Mc, A] at sample_states (critic targets)
+        self.frozen: VelocityNet | None = None  # the policy as of the last renewal
         self.support: Tensor | None = None  # [N, M+1, A], the dataset action last
-        self.support_w: Tensor | None = None  # [N, M+1]
+        self.support_q: Tensor | None = None  # [N, M+1] min-twin Q of each support action
+        self.filled: Tensor | None = None  # [N] bool: support drawn since the last renewal
+        self.beta_eff = cfg.beta  # inverse temperature on raw Q for the current renewal
         self.history: list[dict[str, Any]] = []
-        self.renewal_s: list[float] = []  # wall time of each renewal (sampling + weights)
+        self.renewal_log: list[dict[str, Any]] = []  # per renewal: β, ESS, data weight, seconds
         self._window: list[float] = []  # losses since the last log record
         self.sample_dtype = sampling_dtype(cfg.sample_precision)
 
@@ -151,6 +187,10 @@ class QIPOTrainer:
     def total_steps(self) -> int:
         return self.k1 + self.k2 + self.k3
 
+    @property
+    def renewal_s(self) -> list[float]:
+        return [r["seconds"] for r in self.renewal_log]
+
     def phase(self, step: int) -> str:
         if step < self.k1:
             return "behavior"
@@ -166,49 +206,90 @@ class QIPOTrainer:
         return torch.optim.lr_scheduler.LambdaLR(self.opt, fn)
 
     # ----- policy -----------------------------------------------------------------------------------
-    def policy(self) -> FlowPolicy:
-        """The exported module: one sample per state, or best-of-N by the critic's Q."""
-        if self.cfg.action_selection == "best-of-n":
+    def policy(self, selection: Literal["sample", "best-of-n"] | None = None) -> FlowPolicy:
+        """The exported module: one sample per state, or best-of-N by the critic's Q (default: the
+        config's `action_selection`)."""
+        if (selection or self.cfg.action_selection) == "best-of-n":
+            if self.cfg.algo == "bc":
+                raise ValueError("best-of-n ranks candidates by the critic, and algo bc trains none")
             return BestOfNPolicy(
                 self.net, self.normalizer, self.path, self.cfg.steps, self.critic.q, self.cfg.best_of_n
             ).eval()
         return FlowPolicy(self.net, self.normalizer, self.path, self.cfg.steps).eval()
 
     @torch.inference_mode()
-    def sample_unit_actions(self, s_norm: Tensor, m: int, desc: str = "sampling") -> Tensor:
-        """m policy samples (unit box) for every state, in batched no-grad passes: [N, m, A]."""
-        n, a_dim = s_norm.shape[0], self.dataset.act_dim
+    def sample_unit_actions(
+        self, net: VelocityNet, s_norm: Tensor, rows: Tensor, m: int, renewal: int, desc: str = "sampling"
+    ) -> Tensor:
+        """m samples (unit box) of `net` at states `s_norm[rows]`, keyed noise, batched: [len(rows), m, A]."""
+        n, a_dim = len(rows), self.dataset.act_dim
         out = torch.empty(n, m, a_dim)
         rows_per_pass = max(1, self.cfg.sample_batch // m)
         starts = range(0, n, rows_per_pass)
-        for lo in tqdm(starts, desc=desc, unit="pass", leave=False, disable=not self.progress):
-            s = s_norm[lo : lo + rows_per_pass]
-            b = s.shape[0]
-            noise = torch.randn(b * m, a_dim, generator=self.gen)
+        bar = tqdm(starts, desc=desc, unit="pass", leave=False, disable=not self.progress or len(starts) < 4)
+        for lo in bar:
+            chunk = rows[lo : lo + rows_per_pass]
+            b = len(chunk)
+            noise = support_noise(self.cfg.seed, renewal, chunk, m, a_dim).reshape(b * m, a_dim)
             with torch.autocast("cpu", dtype=self.sample_dtype, enabled=self.sample_dtype != torch.float32):
-                x = integrate(self.net, self.path, s, noise, self.cfg.steps, repeats=m)
+                x = integrate(net, self.path, s_norm[chunk], noise, self.cfg.steps, repeats=m)
             out[lo : lo + b] = x.float().clamp(-1, 1).reshape(b, m, a_dim)
         return out
 
     def renew_support(self) -> None:
-        """Resample every state's M policy actions, keep the dataset action, recompute softmax(β·Q)."""
+        """Freeze the policy, forget every support set, and fix this renewal's temperature on the probe."""
         started = time.perf_counter()
-        m, n = self.cfg.support_size, self.dataset.size
-        reuse = (
-            self.renewals == 0 and self.behavior_samples is not None and self.behavior_samples.shape[1] == m
-        )
-        if reuse:  # still the behaviour policy: its samples at s were drawn for the critic
-            assert self.behavior_samples is not None
-            sampled = self.behavior_samples[:n]
-        else:
-            sampled = self.sample_unit_actions(self.s, m, desc=f"renewal {self.renewals}")
-        self.support = torch.cat([sampled, self.a.unsqueeze(1)], dim=1)
-        self.support_w = self.support_weights(self.s, self.support)
+        n, m, a_dim = self.dataset.size, self.cfg.support_size, self.dataset.act_dim
         self.renewals += 1
-        self.renewal_s.append(round(time.perf_counter() - started, 3))
+        self.frozen = copy.deepcopy(self.net).eval().requires_grad_(False)
+        if self.support is None or self.support_q is None or self.filled is None:
+            self.support = torch.empty(n, m + 1, a_dim)
+            self.support_q = torch.empty(n, m + 1)
+            self.filled = torch.zeros(n, dtype=torch.bool)
+        self.filled.zero_()
+        self.support[:, m] = self.a
+        probe_q = self._support_q_for(self.probe)
+        self.beta_eff = effective_beta(probe_q, self.cfg.temperature, self.cfg.beta, self.cfg.target_ess)
+        if self.cfg.renewal == "eager":
+            self.ensure_support(torch.arange(n))
+        stats = weight_stats(q_weights(probe_q, self.beta_eff))
+        self.renewal_log.append(
+            {
+                "renewal": self.renewals - 1,
+                "step": self.step,
+                "beta_eff": round(self.beta_eff, 6),
+                **stats,
+                "seconds": round(time.perf_counter() - started, 3),
+            }
+        )
+        log.info("renewal %d: %s", self.renewals - 1, json.dumps(self.renewal_log[-1]))
+
+    def _support_q_for(self, rows: Tensor) -> Tensor:
+        """Draw the support sets of `rows` not drawn since the last renewal; return their Q [len, M+1]."""
+        self.ensure_support(rows)
+        assert self.support_q is not None
+        return self.support_q[rows]
+
+    def ensure_support(self, rows: Tensor) -> None:
+        """Draw (from the frozen policy, keyed noise) and score the support sets of rows not yet drawn."""
+        assert self.support is not None and self.support_q is not None and self.filled is not None
+        todo = rows[~self.filled[rows]].unique()
+        if len(todo) == 0:
+            return
+        assert self.frozen is not None, "support sets are drawn after a renewal froze the policy"
+        m, current = self.cfg.support_size, self.renewals - 1
+        samples = self.behavior_samples
+        if current == 0 and samples is not None and samples.shape[1] == m:
+            sampled = samples[todo]  # same net, same keyed noise: renewal 0's draw
+        else:
+            sampled = self.sample_unit_actions(self.frozen, self.s, todo, m, current, "support sets")
+        self.support[todo, :m] = sampled
+        self.support_q[todo] = self.score(self.s[todo], self.support[todo])
+        self.filled[todo] = True
 
     @torch.inference_mode()
-    def support_weights(self, s: Tensor, support: Tensor) -> Tensor:
+    def score(self, s: Tensor, support: Tensor) -> Tensor:
+        """min-twin Q of every support action: [B, M+1]."""
         n, m, a_dim = support.shape
         q = torch.empty(n, m)
         chunk = max(1, 65536 // m)
@@ -218,11 +299,33 @@ class QIPOTrainer:
             q[lo : lo + b] = self.critic.q.q_min(
                 repeat_rows(ss, m), support[lo : lo + b].reshape(b * m, a_dim)
             ).reshape(b, m)
-        return q_weights(q, self.cfg.beta, dim=-1)
+        return q
+
+    def support_weights(self, rows: Tensor) -> Tensor:
+        """softmax over each row's support set of β_eff·Q: [len(rows), M+1]."""
+        q = self._support_q_for(rows)
+        return q_weights(q, self.beta_eff, dim=-1)
+
+    # ----- diagnostics ------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def critic_diagnostics(self) -> dict[str, Any]:
+        """Q(s, a) at dataset actions of the held-out episodes against their discounted returns."""
+        if len(self.mc_rows) == 0:
+            return {"q_mc_corr": None, "q_mc_bias": None, "q_mc_rows": 0}
+        q = self.critic.q.q_min(self.s[self.mc_rows], self.a[self.mc_rows]).numpy()
+        return critic_vs_returns(q.astype(np.float64), self.mc_returns)
+
+    def summary(self) -> dict[str, Any]:
+        """What a user reads before any rollout: the critic's check and how peaked each renewal was."""
+        out: dict[str, Any] = {"reward_scale": self.reward_scale, "renewals": self.renewal_log}
+        if self.k2 > 0 and self.step >= self.k1:
+            out["critic"] = self.critic_diagnostics()
+        return out
 
     # ----- one step of each phase -------------------------------------------------------------------
     def _batch(self, size: int | None = None) -> Tensor:
-        return torch.randint(0, self.dataset.size, (size or self.cfg.batch_size,), generator=self.gen)
+        pick = torch.randint(0, len(self.train_rows), (size or self.cfg.batch_size,), generator=self.gen)
+        return self.train_rows[pick]
 
     def flow_loss(self, s: Tensor, x1: Tensor, weights: Tensor | None = None) -> Tensor:
         """x1 [B, A] (plain CFM) or [B, M, A] with weights [B, M] (energy-weighted over support sets)."""
@@ -259,16 +362,17 @@ class QIPOTrainer:
         return loss.item()
 
     def improve_step(self) -> float:
-        assert self.support is not None and self.support_w is not None
+        assert self.support is not None
         if self.cfg.improve_loss == "resample":
             # One support action per state, drawn with probability g_ij: the same expected loss as the
             # weighted sum over the set, at the cost of a behaviour step.
             idx = self._batch()
-            pick = torch.multinomial(self.support_w[idx], 1, generator=self.gen).squeeze(-1)
+            pick = torch.multinomial(self.support_weights(idx), 1, generator=self.gen).squeeze(-1)
             loss = self.flow_loss(self.s[idx], self.support[idx, pick])
         else:
             idx = self._batch(self.cfg.improve_batch_size)
-            loss = self.flow_loss(self.s[idx], self.support[idx], self.support_w[idx])
+            weights = self.support_weights(idx)
+            loss = self.flow_loss(self.s[idx], self.support[idx], weights)
         self._policy_step(loss)
         return loss.item()
 
@@ -276,8 +380,9 @@ class QIPOTrainer:
     def _enter_phase(self, step: int) -> None:
         """Work done once at a phase boundary (also when resuming exactly there)."""
         if step == self.k1 and self.k2 > 0 and self.critic.needs_next_actions:
+            rows = torch.arange(len(self.sample_states))
             self.behavior_samples = self.sample_unit_actions(
-                self.sample_states, self.cfg.critic_support, "behaviour samples for the critic"
+                self.net, self.sample_states, rows, self.cfg.critic_support, 0, "critic's behaviour samples"
             )
         if step == self.k1 + self.k2 and self.k3 > 0:
             self.sched = self._scheduler(self.k3)
@@ -295,6 +400,24 @@ class QIPOTrainer:
         self._window.append(loss)
         return phase, loss
 
+    def _record(self, phase: str, loss: float, elapsed: float) -> dict[str, Any]:
+        record: dict[str, Any] = {
+            "step": self.step,
+            "phase": phase,
+            "loss": float(np.mean(self._window)),
+            "last_loss": loss,
+            "lr": self.opt.param_groups[0]["lr"],
+            "renewals": self.renewals,
+            "renewal_s": self.renewal_s[-1] if self.renewal_log else None,
+            "elapsed_s": round(elapsed, 3),
+        }
+        if phase == "critic" or (phase == "improve" and self.step == self.k1 + self.k2 + 1):
+            record |= self.critic_diagnostics()
+        if phase == "improve" and self.renewal_log:
+            last = self.renewal_log[-1]
+            record |= {k: last[k] for k in ("beta_eff", "ess_fraction", "data_weight")}
+        return record
+
     def fit(
         self,
         until: int | None = None,
@@ -310,16 +433,7 @@ class QIPOTrainer:
             bar.update(1)
             boundary = self.step in (self.k1, self.k1 + self.k2)
             if self.step % self.cfg.log_every == 0 or self.step == end or boundary:
-                record = {
-                    "step": self.step,
-                    "phase": phase,
-                    "loss": float(np.mean(self._window)),
-                    "last_loss": loss,
-                    "lr": self.opt.param_groups[0]["lr"],
-                    "renewals": self.renewals,
-                    "renewal_s": self.renewal_s[-1] if self.renewal_s else None,
-                    "elapsed_s": round(time.perf_counter() - started, 3),
-                }
+                record = self._record(phase, loss, time.perf_counter() - started)
                 self._window = []
                 self.history.append(record)
                 bar.set_postfix(phase=phase, loss=f"{record['loss']:.4f}")
@@ -338,6 +452,7 @@ class QIPOTrainer:
             "step": self.step,
             "renewals": self.renewals,
             "net": self.net.state_dict(),
+            "frozen": None if self.frozen is None else self.frozen.state_dict(),
             "normalizer": self.normalizer.state_dict(),
             "critic": self.critic.state_dict(),
             "opt": self.opt.state_dict(),
@@ -345,9 +460,11 @@ class QIPOTrainer:
             "gen": self.gen.get_state(),
             "behavior_samples": self.behavior_samples,
             "support": self.support,
-            "support_w": self.support_w,
+            "support_q": self.support_q,
+            "filled": self.filled,
+            "beta_eff": self.beta_eff,
             "history": json.dumps(self.history),
-            "renewal_s": json.dumps(self.renewal_s),
+            "renewal_log": json.dumps(self.renewal_log),
             "loss_window": json.dumps(self._window),
         }
 
@@ -364,7 +481,14 @@ class QIPOTrainer:
             raise ValueError(
                 "checkpoint was trained on a different dataset (sha256 differs); pass the same data"
             )
+        if "renewal_log" not in state:
+            raise ValueError(
+                "checkpoint comes from an older trainer (no lazy renewal state); start the run again"
+            )
         self.net.load_state_dict(state["net"])
+        if state["frozen"] is not None:
+            self.frozen = copy.deepcopy(self.net).eval().requires_grad_(False)
+            self.frozen.load_state_dict(state["frozen"])
         self.normalizer.load_state_dict(state["normalizer"])
         self.critic.load_state_dict(state["critic"])
         self.step = int(state["step"])
@@ -376,9 +500,11 @@ class QIPOTrainer:
         self.gen.set_state(state["gen"])
         self.behavior_samples = state["behavior_samples"]
         self.support = state["support"]
-        self.support_w = state["support_w"]
+        self.support_q = state["support_q"]
+        self.filled = state["filled"]
+        self.beta_eff = float(state["beta_eff"])
         self.history = json.loads(state["history"])
-        self.renewal_s = json.loads(state["renewal_s"])
+        self.renewal_log = json.loads(state["renewal_log"])
         self._window = json.loads(state["loss_window"])
 
     def load_behavior(self, checkpoint: Path) -> None:

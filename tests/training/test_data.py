@@ -82,30 +82,44 @@ def test_unknown_mujoco_env_or_kind_is_refused(tmp_path: Path) -> None:
         make_mujoco_datasets("hopper", tmp_path, ("expert-only",))
 
 
-@pytest.mark.slow
-def test_mujoco_datasets_on_a_tiny_sac_budget(tmp_path: Path) -> None:
-    pytest.importorskip("stable_baselines3")
+def test_mujoco_datasets_train_then_rebuild_from_the_policy_file_alone(tmp_path: Path) -> None:
+    """A tiny SAC budget trains the behaviour policies; rolling out the saved `.npz` alone then rebuilds
+    byte-identical datasets, which is what lets a fresh machine skip SAC."""
     pytest.importorskip("mujoco")
     import torch
 
     from training.data.mujoco import GENERATION_FILE, make_mujoco_datasets
 
     torch.set_num_threads(1)
-    paths = make_mujoco_datasets(
-        "hopper", tmp_path, sac_steps=300, expert_steps=200, transitions=1500, seed=3
-    )
+    policies = tmp_path / "policies"
+    kwargs = {"sac_steps": 200, "expert_steps": 100, "transitions": 600, "seed": 3, "policies": policies}
+    paths = make_mujoco_datasets("hopper", tmp_path / "a", train=True, progress=False, **kwargs)  # type: ignore[arg-type]
     assert set(paths) == {"random", "medium", "medium-replay", "medium-expert"}
     for kind, path in paths.items():
         ds = load_dataset(path)
         assert ds.env_id == "Hopper-v5" and ds.obs_dim == 11 and ds.act_dim == 3
-        assert ds.size >= (300 if kind == "medium-replay" else 1500)
-    replay = load_dataset(paths["medium-replay"])
-    assert replay.size == 300  # the whole SAC buffer, in order
-    record = json.loads((tmp_path / "hopper" / GENERATION_FILE).read_text())
-    assert record["seed"] == 3 and record["sac_steps"] == 300
-    assert "stable-baselines3" in record["versions"]
-    assert set(record["checkpoints"]) == {"medium", "expert"}
-    for ckpt in record["checkpoints"].values():
-        assert (tmp_path / "hopper" / "checkpoints" / ckpt["path"]).is_file()
-    assert {"random", "medium", "expert"} <= set(record["returns"])
-    assert record["timings_s"]["sac_medium_train"] > 0
+        assert ds.size >= (200 if kind == "medium-replay" else 600)
+    record = json.loads((tmp_path / "a" / "hopper" / GENERATION_FILE).read_text())
+    assert record["seed"] == 3 and record["policies"]["snapshot_steps"]["medium"] == 200
+    assert record["policies"]["snapshot_steps"]["expert"] == 300
+    assert {"random", "medium", "expert", "medium_replay"} <= set(record["returns"])
+    assert record["timings_s"]["sac_train"] > 0
+    rebuilt = make_mujoco_datasets("hopper", tmp_path / "b", progress=False, **kwargs)  # type: ignore[arg-type]
+    again = json.loads((tmp_path / "b" / "hopper" / GENERATION_FILE).read_text())
+    assert again["policies"]["sha256"] == record["policies"]["sha256"]
+    for kind in paths:
+        assert load_dataset(rebuilt[kind]).fingerprint() == load_dataset(paths[kind]).fingerprint()
+
+
+def test_numpy_actor_matches_the_torch_actor() -> None:
+    pytest.importorskip("mujoco")
+    import torch
+
+    from training.data.sac import NumpyActor, train_sac
+
+    state, _ = train_sac("Hopper-v5", 0, seed=0)
+    actor = NumpyActor(state["actor_npz"]())
+    obs = np.random.default_rng(0).normal(size=(5, 11)).astype(np.float32)
+    with torch.no_grad():
+        mean = state["actor"](torch.as_tensor(obs)).chunk(2, dim=-1)[0]
+    assert np.allclose(actor.act(obs), np.tanh(mean.numpy()), atol=1e-5)  # Hopper's bounds are [-1, 1]

@@ -39,14 +39,15 @@ def make_trainer(dataset_dir: Path, **overrides: object) -> QIPOTrainer:
 
 
 def test_loss_reduces_to_cfm_at_beta_zero(pendulum_dataset_dir: Path) -> None:
-    trainer = make_trainer(pendulum_dataset_dir, beta=0.0)
+    trainer = make_trainer(pendulum_dataset_dir, beta=0.0, temperature="raw")
     trainer.fit(until=trainer.k1 + trainer.k2 + 1)  # into improvement: support sets exist
-    assert trainer.support is not None and trainer.support_w is not None
-    m1 = trainer.cfg.support_size + 1
-    assert torch.allclose(trainer.support_w, torch.full_like(trainer.support_w, 1 / m1))
     idx = torch.arange(8)
+    weights = trainer.support_weights(idx)
+    assert trainer.support is not None
+    m1 = trainer.cfg.support_size + 1
+    assert torch.allclose(weights, torch.full_like(weights, 1 / m1))
     state = trainer.gen.get_state()
-    weighted = trainer.flow_loss(trainer.s[idx], trainer.support[idx], trainer.support_w[idx])
+    weighted = trainer.flow_loss(trainer.s[idx], trainer.support[idx], weights)
     trainer.gen.set_state(state)  # same x0 and t draws: plain CFM on the flattened support pairs
     s_flat = trainer.s[idx].repeat_interleave(m1, dim=0)
     plain = trainer.flow_loss(s_flat, trainer.support[idx].reshape(8 * m1, -1))
@@ -65,14 +66,16 @@ def test_weights_go_to_the_better_action_as_beta_grows(q_gap: float) -> None:
 
 def test_trainer_weights_favour_high_q_support_actions(pendulum_dataset_dir: Path) -> None:
     """Two support actions per state, −0.9 and +0.9, under Q = a: the weight goes to +0.9 with β."""
-    trainer = make_trainer(pendulum_dataset_dir)
+    trainer = make_trainer(pendulum_dataset_dir, temperature="raw")
     trainer.critic.q = LinearTwin(scale=1.0)  # type: ignore[assignment]
     n = trainer.dataset.size
-    support = torch.tensor([-0.9, 0.9]).reshape(1, 2, 1).expand(n, 2, 1).contiguous()
+    trainer.support = torch.tensor([-0.9, 0.9]).reshape(1, 2, 1).expand(n, 2, 1).contiguous()
+    trainer.support_q = trainer.score(trainer.s, trainer.support)
+    trainer.filled = torch.ones(n, dtype=torch.bool)
     previous = 0.5
     for beta in (0.1, 1.0, 3.0):
-        trainer.cfg.beta = beta
-        w = trainer.support_weights(trainer.s, support)
+        trainer.beta_eff = beta
+        w = trainer.support_weights(torch.arange(n))
         assert torch.allclose(w[:, 1], w[0, 1].expand(n))
         assert float(w[0, 1]) > previous
         previous = float(w[0, 1])
@@ -80,7 +83,7 @@ def test_trainer_weights_favour_high_q_support_actions(pendulum_dataset_dir: Pat
 
 
 def test_renewal_samples_the_current_policy_and_keeps_the_dataset_action(pendulum_dataset_dir: Path) -> None:
-    trainer = make_trainer(pendulum_dataset_dir)
+    trainer = make_trainer(pendulum_dataset_dir, renewal="eager")
     trainer.fit(until=trainer.k1 + trainer.k2 + 1)
     assert trainer.support is not None and trainer.renewals == 1
     m = trainer.cfg.support_size
@@ -96,16 +99,19 @@ def test_renewal_samples_the_current_policy_and_keeps_the_dataset_action(pendulu
     assert torch.equal(trainer.support[:, :m], torch.ones_like(trainer.support[:, :m]))
     assert not torch.equal(trainer.support[:, :m], before[:, :m])
     assert torch.equal(trainer.support[:, m], trainer.a)  # the dataset action is always last
-    assert trainer.support_w is not None
-    assert torch.allclose(trainer.support_w, trainer.support_weights(trainer.s, trainer.support))
+    assert trainer.support_q is not None
+    assert torch.allclose(trainer.support_q, trainer.score(trainer.s, trainer.support))
 
 
 def test_first_support_sets_reuse_the_critics_behaviour_samples(pendulum_dataset_dir: Path) -> None:
     trainer = make_trainer(pendulum_dataset_dir)
     trainer.fit(until=trainer.k1 + trainer.k2 + 1)
     assert trainer.behavior_samples is not None and trainer.support is not None
+    assert trainer.filled is not None
     n, m = trainer.dataset.size, trainer.cfg.support_size
-    assert torch.equal(trainer.support[:, :m], trainer.behavior_samples[:n])
+    drawn = trainer.filled  # lazy: the probe and the first batch
+    assert 0 < int(drawn.sum()) < n
+    assert torch.equal(trainer.support[drawn, :m], trainer.behavior_samples[:n][drawn])
 
 
 def test_renewals_happen_every_k_renew_steps(pendulum_dataset_dir: Path) -> None:

@@ -1,15 +1,19 @@
-"""Tier-1 data (DESIGN §4.3): Hopper-v5 / HalfCheetah-v5 datasets from stable-baselines3 SAC behaviour
-policies, written as local Minari datasets (`<root>/<env>/<kind>-v0`), D4RL-style:
+"""Tier-1 data: Hopper-v5 / HalfCheetah-v5 datasets from SAC behaviour policies, written as local Minari
+datasets (`<root>/<env>/<kind>-v0`), in the spirit of D4RL:
 
 - random:        uniform random actions;
-- medium:        rollouts of a SAC policy trained for `sac_steps` (stochastic actions, as in D4RL);
-- medium-replay: that SAC run's replay buffer, in the order it was collected;
+- medium:        rollouts of the SAC policy after `sac_steps` (stochastic actions, as in D4RL);
+- medium-replay: what that SAC run saw while learning: rollouts of each of its snapshots (every
+                 `sac_steps / REPLAY_SNAPSHOTS` steps, the untrained actor first), in training order, as many
+                 transitions from each as SAC collected with it;
 - medium-expert: half medium rollouts, half rollouts of the same SAC trained `expert_steps` further.
 
+The behaviour policies are committed (`training/data/policies/<env>.npz`: plain weight arrays, no
+pickle), so a fresh machine rebuilds every dataset by rollouts alone in about a minute; `train_sac=True`
+(`qipo data make … --train-sac`) trains them anew with `training.data.sac` and writes a new policy file.
 Everything needed to regenerate a dataset is recorded in `<root>/<env>/generation.json`: seeds, step
-budgets, SAC hyper-parameters, the SAC checkpoints (`checkpoints/*.zip`, sha256), the returns of each
-policy (our own random/expert references) and wall times. Needs the `bench` extra (stable-baselines3,
-gymnasium[mujoco]).
+budgets, SAC hyper-parameters, the policy file's sha256, the returns of each policy (our own random/expert
+references), wall times and library versions. Needs the `bench` extra (gymnasium[mujoco]).
 """
 
 from __future__ import annotations
@@ -23,44 +27,41 @@ import numpy as np
 from tqdm import tqdm
 
 from training.data.minari_io import Episode, rollout, write_minari
+from training.data.sac import NumpyActor, SACConfig, file_sha256, save_actor, train_sac
 
 ENVS = {"hopper": "Hopper-v5", "halfcheetah": "HalfCheetah-v5"}
 KINDS = ("random", "medium", "medium-replay", "medium-expert")
-SAC_KWARGS: dict[str, Any] = {
-    "learning_rate": 3e-4,
-    "buffer_size": 1_000_000,
-    "batch_size": 256,
-    "tau": 0.005,
-}
+POLICIES = Path(__file__).with_name("policies")
+REPLAY_SNAPSHOTS = 10
 GENERATION_FILE = "generation.json"
 
 
 def _require_bench() -> None:
     try:
         import mujoco  # noqa: F401
-        import stable_baselines3  # noqa: F401
     except ImportError as exc:
         raise RuntimeError(
             f"MuJoCo datasets need the bench extra ({exc.name} is missing): pip install -e '.[bench]'"
         ) from exc
 
 
-def rollouts(env_id: str, policy: Any | None, transitions: int, seed: int, desc: str) -> list[Episode]:
-    """Whole episodes until at least `transitions` steps; `policy` None means uniform random actions."""
+def rollouts(
+    env_id: str, actor: NumpyActor | None, transitions: int, seed: int, desc: str, progress: bool = True
+) -> list[Episode]:
+    """Whole episodes until at least `transitions` steps; `actor` None means uniform random actions."""
     import gymnasium as gym
 
     env = gym.make(env_id)
     env.action_space.seed(seed)
+    rng = np.random.default_rng(seed)
     episodes: list[Episode] = []
     total = 0
-    bar = tqdm(total=transitions, desc=desc, unit="step", leave=False)
+    bar = tqdm(total=transitions, desc=desc, unit="step", leave=False, disable=not progress)
     while total < transitions:
-        if policy is None:
+        if actor is None:
             episode = rollout(env, lambda obs: env.action_space.sample(), seed + len(episodes))
         else:
-            episode = rollout(
-                env, lambda obs: policy.predict(obs, deterministic=False)[0], seed + len(episodes)
-            )
+            episode = rollout(env, lambda obs: actor.act(obs, rng), seed + len(episodes))
         episodes.append(episode)
         total += len(episode.actions)
         bar.update(len(episode.actions))
@@ -69,70 +70,60 @@ def rollouts(env_id: str, policy: Any | None, transitions: int, seed: int, desc:
     return episodes
 
 
-def _progress(steps: int, desc: str) -> Any:
-    """A tqdm bar over SAC environment steps (SB3's own bar is rich-only and silent in log files)."""
-    from stable_baselines3.common.callbacks import BaseCallback
-
-    class TqdmCallback(BaseCallback):
-        def _on_training_start(self) -> None:
-            self.bar = tqdm(total=steps, desc=desc, unit="step", mininterval=5.0)
-
-        def _on_step(self) -> bool:
-            self.bar.update(1)
-            return True
-
-        def _on_training_end(self) -> None:
-            self.bar.close()
-
-    return TqdmCallback()
-
-
-def replay_episodes(model: Any) -> list[Episode]:
-    """The SAC replay buffer (one env) cut into episodes in collection order; a trailing unfinished
-    episode is kept and marked truncated."""
-    buf = model.replay_buffer
-    n = buf.buffer_size if buf.full else buf.pos
-    obs, nxt = buf.observations[:n, 0], buf.next_observations[:n, 0]
-    act, rew = buf.actions[:n, 0], buf.rewards[:n, 0]
-    done, timeout = buf.dones[:n, 0].astype(bool), buf.timeouts[:n, 0].astype(bool)
-    ends = [int(e) for e in np.flatnonzero(done)]
-    if not ends or ends[-1] != n - 1:
-        ends.append(n - 1)
-    episodes, start = [], 0
-    for end in ends:
-        sl = slice(start, end + 1)
-        terminated = done[sl] & ~timeout[sl]
-        truncated = timeout[sl].copy()
-        if not (terminated[-1] or truncated[-1]):
-            truncated[-1] = True
-        episodes.append(
-            Episode(
-                np.concatenate([obs[sl], nxt[end : end + 1]]).astype(np.float32),
-                act[sl].astype(np.float32),
-                rew[sl].astype(np.float32),
-                terminated,
-                truncated,
-            )
-        )
-        start = end + 1
-    return episodes
-
-
 def mean_return(episodes: list[Episode]) -> float:
     return float(np.mean([ep.rewards.sum() for ep in episodes]))
 
 
 def _versions() -> dict[str, str]:
-    """Library versions that decide the bytes of a regenerated dataset (SAC, simulator, env, torch)."""
+    """Library versions that decide the bytes of a regenerated dataset (simulator, env, torch, numpy)."""
     from importlib.metadata import version
 
-    return {pkg: version(pkg) for pkg in ("stable-baselines3", "mujoco", "gymnasium", "torch", "numpy")}
+    return {pkg: version(pkg) for pkg in ("mujoco", "gymnasium", "torch", "numpy")}
 
 
-def _sha256(path: Path) -> str:
-    import hashlib
+def snapshot_steps(sac_steps: int, expert_steps: int) -> dict[str, int]:
+    """Name → SAC env step of every actor kept: the replay snapshots, medium and expert."""
+    every = max(1, sac_steps // REPLAY_SNAPSHOTS)
+    out = {f"replay{i:02d}": i * every for i in range(REPLAY_SNAPSHOTS)}
+    return out | {"medium": sac_steps, "expert": sac_steps + expert_steps}
 
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+def train_policies(
+    env_id: str, path: Path, sac_steps: int, expert_steps: int, seed: int, progress: bool = True
+) -> dict[str, Any]:
+    """Train SAC, keeping the actor at every snapshot step; writes them all into one `.npz` at `path`."""
+    marks = snapshot_steps(sac_steps, expert_steps)
+    total = marks["expert"]
+    weights: dict[str, np.ndarray] = {}
+    bar = tqdm(total=total, desc=f"{env_id} SAC", unit="step", mininterval=5.0, disable=not progress)
+    state: dict[str, Any] | None = None
+    buffer = None
+    done = 0
+    order: list[str] = []
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    for name, step in sorted(marks.items(), key=lambda kv: kv[1]):
+        if step > done:
+            state, buffer = train_sac(
+                env_id, step - done, seed, state=state, buffer=buffer, progress=lambda n: bar.update(n)
+            )
+            done = step
+        if state is None:  # the untrained actor (step 0): build it without stepping
+            state, buffer = train_sac(env_id, 0, seed)
+        for key, value in state["actor_npz"]().items():
+            weights[f"{name}/{key}"] = value
+        order.append(name)
+        timings[name] = round(time.perf_counter() - started, 1)
+    bar.close()
+    weights["steps"] = np.asarray([marks[n] for n in order], np.int64)
+    sha = save_actor(weights, path)
+    return {"policy_file": path.name, "sha256": sha, "snapshot_steps": marks, "sac_timings_s": timings}
+
+
+def load_actor(path: Path, name: str) -> NumpyActor:
+    with np.load(path, allow_pickle=False) as data:
+        prefix = f"{name}/"
+        return NumpyActor({k[len(prefix) :]: data[k] for k in data.files if k.startswith(prefix)})
 
 
 def make_mujoco_datasets(
@@ -144,68 +135,70 @@ def make_mujoco_datasets(
     expert_steps: int | None = None,
     transitions: int = 200_000,
     seed: int = 0,
+    train: bool = False,
+    policies: Path | None = None,
+    progress: bool = True,
 ) -> dict[str, Path]:
-    """Train SAC (medium, then expert), roll out and write each requested kind; returns kind → path."""
+    """Roll out the committed (or, with `train`, newly trained) SAC policies and write each requested kind."""
     _require_bench()
-    import torch
-    from stable_baselines3 import SAC
-
     if env not in ENVS:
         raise ValueError(f"unknown MuJoCo env {env!r}; choose one of {sorted(ENVS)}")
     unknown = [k for k in kinds if k not in KINDS]
     if unknown:
         raise ValueError(f"unknown dataset kind(s) {unknown}; choose from {KINDS}")
-    import gymnasium as gym
-
     env_id = ENVS[env]
     expert_steps = sac_steps if expert_steps is None else expert_steps
     base = root / env
-    ckpt_dir = base / "checkpoints"
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    base.mkdir(parents=True, exist_ok=True)
+    policy_path = (policies or POLICIES) / f"{env}.npz"
     record: dict[str, Any] = {
         "env_id": env_id,
         "seed": seed,
-        "sac_steps": sac_steps,
-        "expert_steps": expert_steps,
         "transitions": transitions,
-        "sac_kwargs": SAC_KWARGS,
-        "torch_threads": torch.get_num_threads(),
+        "sac": SACConfig().__dict__,
         "versions": _versions(),
         "timings_s": {},
         "returns": {},
         "datasets": {},
     }
     timings = record["timings_s"]
+    if train:
+        started = time.perf_counter()
+        record["policies"] = train_policies(env_id, policy_path, sac_steps, expert_steps, seed, progress)
+        timings["sac_train"] = round(time.perf_counter() - started, 1)
+    elif not policy_path.exists():
+        raise RuntimeError(
+            f"{policy_path} not found: train the behaviour policies with `qipo data make {env} --train-sac`"
+        )
+    else:
+        record["policies"] = {"policy_file": policy_path.name, "sha256": file_sha256(policy_path)}
+    marks = _stored_steps(policy_path)
+    record["policies"]["snapshot_steps"] = marks
 
-    started = time.perf_counter()
-    random_eps = rollouts(env_id, None, transitions, seed, f"{env}/random")
-    timings["random_rollouts"] = round(time.perf_counter() - started, 1)
+    def timed_rollouts(name: str, actor: NumpyActor | None, n: int, offset: int) -> list[Episode]:
+        started = time.perf_counter()
+        eps = rollouts(env_id, actor, n, seed + offset, f"{env}/{name}", progress)
+        timings[f"{name}_rollouts"] = round(time.perf_counter() - started, 1)
+        return eps
+
+    random_eps = timed_rollouts("random", None, transitions, 0)
     record["returns"]["random"] = mean_return(random_eps)
-
-    needs_sac = any(k != "random" for k in kinds)
-    medium_eps: list[Episode] = []
-    if needs_sac:
-        started = time.perf_counter()
-        model = SAC("MlpPolicy", gym.make(env_id), seed=seed, verbose=0, **SAC_KWARGS)
-        model.learn(total_timesteps=sac_steps, callback=_progress(sac_steps, f"{env}/SAC medium"))
-        timings["sac_medium_train"] = round(time.perf_counter() - started, 1)
-        medium_ckpt = ckpt_dir / "sac-medium.zip"
-        model.save(medium_ckpt)
-        record["checkpoints"] = {"medium": {"path": str(medium_ckpt.name), "sha256": _sha256(medium_ckpt)}}
-        replay = replay_episodes(model)
-        started = time.perf_counter()
-        n_medium = transitions if "medium" in kinds else 0
-        if "medium-expert" in kinds:
-            n_medium = max(n_medium, transitions // 2)
-        medium_eps = rollouts(env_id, model, max(n_medium, 1), seed + 1_000_000, f"{env}/medium")
-        timings["medium_rollouts"] = round(time.perf_counter() - started, 1)
-        record["returns"]["medium"] = mean_return(medium_eps)
-        record["returns"]["medium_replay"] = mean_return(replay)
-
+    medium_eps = timed_rollouts("medium", load_actor(policy_path, "medium"), transitions, 1_000_000)
+    record["returns"]["medium"] = mean_return(medium_eps)
+    # The expert's return is the own-score reference (100) of every kind, so it is always rolled out.
+    expert_eps = timed_rollouts(
+        "expert", load_actor(policy_path, "expert"), transitions - transitions // 2, 2_000_000
+    )
+    record["returns"]["expert"] = mean_return(expert_eps)
+    replay_eps: list[Episode] = []
+    if "medium-replay" in kinds:
+        replay_eps = replay_rollouts(env_id, policy_path, marks, seed, progress)
+        record["returns"]["medium_replay"] = mean_return(replay_eps)
+    record["own_refs"] = {"random": record["returns"]["random"], "expert": record["returns"]["expert"]}
     out: dict[str, Path] = {}
+    sac_total = marks["medium"]
 
     def write(kind: str, episodes: list[Episode], algorithm: str) -> None:
-        refs = (record["returns"]["random"], record["returns"].get("expert", record["returns"].get("medium")))
         out[kind] = write_minari(
             root,
             f"{env}/{kind}-v0",
@@ -213,9 +206,9 @@ def make_mujoco_datasets(
             env_id,
             algorithm=algorithm,
             description=f"{env_id} {kind}: {sum(len(e.actions) for e in episodes)} transitions, "
-            f"regenerate with `qipo data make {env} --sac-steps {sac_steps} --seed {seed}`",
-            ref_min_score=refs[0],
-            ref_max_score=refs[1],
+            f"regenerate with `qipo data make {env} --seed {seed}`",
+            ref_min_score=record["own_refs"]["random"],
+            ref_max_score=record["own_refs"]["expert"],
         )
         record["datasets"][kind] = {
             "path": str(out[kind]),
@@ -224,39 +217,37 @@ def make_mujoco_datasets(
             "mean_return": mean_return(episodes),
         }
 
-    if "medium-expert" in kinds:
-        started = time.perf_counter()
-        model.learn(
-            total_timesteps=expert_steps,
-            reset_num_timesteps=False,
-            callback=_progress(expert_steps, f"{env}/SAC expert"),
-        )
-        timings["sac_expert_train"] = round(time.perf_counter() - started, 1)
-        expert_ckpt = ckpt_dir / "sac-expert.zip"
-        model.save(expert_ckpt)
-        record["checkpoints"]["expert"] = {"path": str(expert_ckpt.name), "sha256": _sha256(expert_ckpt)}
-        started = time.perf_counter()
-        expert_eps = rollouts(
-            env_id, model, transitions - transitions // 2, seed + 2_000_000, f"{env}/expert"
-        )
-        timings["expert_rollouts"] = round(time.perf_counter() - started, 1)
-        record["returns"]["expert"] = mean_return(expert_eps)
-    # Our own references: random actions (0) and the best SAC policy we trained (100).
-    record["own_refs"] = {
-        "random": record["returns"]["random"],
-        "expert": record["returns"].get("expert", record["returns"].get("medium")),
-    }
     if "random" in kinds:
         write("random", random_eps, f"uniform random, seed {seed}")
     if "medium" in kinds:
-        write("medium", medium_eps[: _episodes_for(medium_eps, transitions)], f"SAC {sac_steps} steps")
+        write("medium", medium_eps[: _episodes_for(medium_eps, transitions)], f"SAC {sac_total} steps")
     if "medium-replay" in kinds:
-        write("medium-replay", replay, f"SAC replay buffer of {sac_steps} steps")
+        write("medium-replay", replay_eps, f"SAC snapshots over its first {sac_total} steps")
     if "medium-expert" in kinds:
         half = medium_eps[: _episodes_for(medium_eps, transitions // 2)]
-        write("medium-expert", half + expert_eps, f"SAC {sac_steps} + {sac_steps + expert_steps} steps")
+        write("medium-expert", half + expert_eps, f"SAC {sac_total} + {marks['expert']} steps")
     (base / GENERATION_FILE).write_text(json.dumps(record, indent=2) + "\n")
     return out
+
+
+def _stored_steps(path: Path) -> dict[str, int]:
+    with np.load(path, allow_pickle=False) as data:
+        names = list(dict.fromkeys(k.split("/")[0] for k in data.files if "/" in k))
+        steps = data["steps"].tolist()
+    return dict(zip(names, steps, strict=True))
+
+
+def replay_rollouts(
+    env_id: str, policy_path: Path, marks: dict[str, int], seed: int, progress: bool
+) -> list[Episode]:
+    """Each replay snapshot rolled out for the steps SAC spent with it, in training order."""
+    replay = sorted((step, name) for name, step in marks.items() if name.startswith("replay"))
+    ends = [step for step, _ in replay[1:]] + [marks["medium"]]
+    episodes: list[Episode] = []
+    for (step, name), end in zip(replay, ends, strict=True):
+        actor = load_actor(policy_path, name)
+        episodes += rollouts(env_id, actor, end - step, seed + 3_000_000 + step, f"replay@{step}", progress)
+    return episodes
 
 
 def _episodes_for(episodes: list[Episode], transitions: int) -> int:
