@@ -42,7 +42,10 @@ PENDULUM: dict[str, Any] = {
     "support_size": 16,
     "critic_support": 16,
     "reward_scale": 0.1,
-    "network": {"hidden": 128, "blocks": 2},
+    "critic_kind": "softmax-q",
+    "critic_grad_clip": 10.0,
+    "temperature": "raw",
+    "network": {"hidden": 128, "blocks": 2, "critic_layers": 2},
 }
 # MuJoCo (~200k transitions): the library defaults (K1 = K2 = 10k, K3 = 6k, renewal every 2k), with
 # IQL's locomotion reward scaling (1000 / return spread of the dataset).
