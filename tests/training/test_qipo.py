@@ -104,7 +104,7 @@ def test_renewal_samples_the_current_policy_and_keeps_the_dataset_action(pendulu
 
 
 def test_first_support_sets_reuse_the_critics_behaviour_samples(pendulum_dataset_dir: Path) -> None:
-    trainer = make_trainer(pendulum_dataset_dir)
+    trainer = make_trainer(pendulum_dataset_dir, critic_kind="softmax-q")
     trainer.fit(until=trainer.k1 + trainer.k2 + 1)
     assert trainer.behavior_samples is not None and trainer.support is not None
     assert trainer.filled is not None
