@@ -17,6 +17,7 @@ import json
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides = json.loads(args.set)
         if not isinstance(overrides, dict):
             raise GridError(f"--set must be a JSON object, got {args.set!r}")
-        changes = {"overrides": overrides, "command": command}
+        changes: dict[str, Any] = {"overrides": overrides, "command": command}
         changes |= {k: v for k in ("steps", "episodes", "evals") if (v := getattr(args, k)) is not None}
         settings = GridSettings.smoke(**changes) if args.quick else GridSettings(**changes)
         specs = plan(args.algos, args.envs, args.datasets, args.seeds)
