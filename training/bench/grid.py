@@ -42,6 +42,7 @@ DATASETS: tuple[str, ...] = ("medium", "medium-replay", "medium-expert")
 STEP_FIELDS = ("behavior_steps", "critic_steps", "improve_steps")  # K1, K2, K3: the budget `--steps` scales
 EVAL_SEED_BASE = 10_000  # env seeds of training seed s: 10_000 + 100·s + episode (as scripts/bench_rl.py)
 QUICK_STEPS = 60
+LOG_FIELDS = ("algo", "env", "dataset", "seed", "steps", "final_return", "normalized_d4rl_style", "wall_s")
 Record = dict[str, Any]
 
 
@@ -319,21 +320,5 @@ def run_grid(
             path = record_path(out, rec["algo"], spec.env, spec.dataset, spec.seed)
             write_json_atomic(path, rec)
             written.append(path)
-            log(
-                json.dumps(
-                    {
-                        k: rec[k]
-                        for k in (
-                            "algo",
-                            "env",
-                            "dataset",
-                            "seed",
-                            "steps",
-                            "final_return",
-                            "normalized_d4rl_style",
-                            "wall_s",
-                        )
-                    }
-                )
-            )
+            log(json.dumps({k: rec[k] for k in LOG_FIELDS}))
     return written
