@@ -133,10 +133,15 @@ def markdown(summary: dict[str, Any], command: str) -> str:
         "training seeds (n seeds in brackets), the best mean of a row in bold, – where no run exists yet.",
         "",
         f"Gradient steps per run: {budget}. QIPO schedule: {schedules or '–'}; BC is the QIPO run's "
-        "behaviour warm-up (K1), evaluated before the critic and improvement phases start, and best-of-N "
-        "selects among N policy samples by the QIPO critic's Q at the same checkpoints as QIPO-OT. IQL: "
-        "expectile 0.7, weight_temp 3.0, rewards × 1000/return spread, cosine actor schedule; TD3+BC: "
-        "alpha 2.5; both with standardised observations (d3rlpy 2.8.1 defaults for locomotion).",
+        "behaviour warm-up (K1), evaluated before the critic and improvement phases start"
+        + (
+            "; best-of-N picks among N policy samples by the QIPO critic's Q, at QIPO-OT's checkpoints"
+            if "qipo-ot-bon" in algos
+            else ""
+        )
+        + ". IQL: expectile 0.7, weight_temp 3.0, rewards × 1000/return spread, cosine actor schedule; "
+        "TD3+BC: alpha 2.5; both with standardised observations (d3rlpy 2.8.1's locomotion settings). "
+        "Last-3 scores and learning curves are in the JSON beside this file.",
         "",
     ]
     if summary["quick"]:
@@ -192,7 +197,7 @@ def plot(summary: dict[str, Any], path: Path) -> None:
     x = np.arange(len(rows))
     width = 0.8 / max(1, len(algos))
     fig, axes = plt.subplots(
-        len(SCORES), 1, figsize=(max(6.0, 1.6 * len(rows) + 2), 3.6 * len(SCORES)), squeeze=False
+        len(SCORES), 1, figsize=(max(7.0, 1.6 * len(rows) + 2), 3.8 * len(SCORES)), squeeze=False
     )
     for ax, (score, label) in zip(axes[:, 0], SCORES.items(), strict=True):
         for i, algo in enumerate(algos):
@@ -213,9 +218,11 @@ def plot(summary: dict[str, Any], path: Path) -> None:
         ax.set_ylabel(f"normalised score ({label})")
         ax.axhline(0, color="black", linewidth=0.5)
         ax.grid(axis="y", alpha=0.3)
-    axes[0, 0].legend(ncol=min(len(algos), 5), fontsize="small", loc="upper left")
-    axes[0, 0].set_title("Final policy, mean ± std over seeds")
-    fig.tight_layout()
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(algos), 3), fontsize="small")
+    fig.suptitle("Final policy, mean ± std over seeds", fontsize="medium")
+    legend_height = 0.035 * -(-len(algos) // 3) * 2 / len(SCORES)  # figure fraction per legend row
+    fig.tight_layout(rect=(0, legend_height, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
