@@ -245,13 +245,16 @@ def run_qipo(
     total_s = time.perf_counter() - started - ev.seconds
     config = cfg.model_dump(mode="json")
     schedule = {"k1": k1, "k2": k2, "k3": trainer.k3}
-    records = [make_record(spec, "bc", k1, curves["bc"], warmup_s, config, ev) | {"schedule": schedule}]
-    for algo, selection in ((QIPO, "sample"), ("qipo-ot-bon", "best-of-n")):
-        if curves[algo]:
-            rec = make_record(spec, algo, total, curves[algo], total_s, config, ev)
-            records.append(
-                rec | {"schedule": schedule, "selection": selection, "renewal_s": trainer.renewal_s}
-            )
+    records = []
+    for algo, steps, seconds, selection in (
+        ("bc", k1, warmup_s, "sample"),
+        (QIPO, total, total_s, "sample" if has_bon else cfg.action_selection),
+        ("qipo-ot-bon", total, total_s, "best-of-n"),
+    ):
+        if curves[algo]:  # empty only when its phase has no steps
+            rec = make_record(spec, algo, steps, curves[algo], seconds, config, ev)
+            rec |= {"schedule": schedule, "selection": selection}
+            records.append(rec if algo == "bc" else rec | {"renewal_s": trainer.renewal_s})
     return records
 
 
