@@ -148,3 +148,17 @@ bench-serve: $(STAMP)
 .PHONY: bench-toy
 bench-toy: $(STAMP)
 	$(QIPO) toy bench --out docs/bench --threads 1
+
+# Issue 12: QIPO-OT (+ its BC warm-up and best-of-N) vs d3rlpy IQL and TD3+BC, same datasets and budget.
+# Resumable: a run whose record exists under docs/bench/rl-runs/ is skipped. One QIPO run at the default
+# budget takes about as long as `bench-mujoco`'s; pick a subset with GRID_ENVS/GRID_ALGOS/GRID_SEEDS.
+GRID_ALGOS ?= qipo-ot iql td3bc
+GRID_SEEDS ?= 0 1 2
+GRID_ENVS ?= hopper halfcheetah
+.PHONY: bench-grid
+bench-grid: $(BENCH_STAMP) $(D3RLPY_STAMP)
+	for env in $(GRID_ENVS); do \
+	  datasets="medium medium-replay medium-expert"; [ $$env = halfcheetah ] && datasets="medium medium-expert"; \
+	  $(BIN)/python scripts/bench_grid.py run --envs $$env --datasets $$datasets --algos $(GRID_ALGOS) \
+	    --seeds $(GRID_SEEDS) || exit 1; done
+	$(BIN)/python scripts/bench_grid.py summarise

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from training.bench import cpu_model
 from training.config import QIPOConfig
 from training.data.dataset import TransitionDataset
 from training.qipo import QIPOTrainer
@@ -168,16 +169,6 @@ def main() -> None:
     (args.out / "train.json").write_text(json.dumps(result, indent=2) + "\n")
     (args.out / "train.md").write_text(markdown(result))
     print(json.dumps({k: v for k, v in result.items() if k != "config"}, indent=2))
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def markdown(r: dict[str, Any]) -> str:

@@ -1,0 +1,263 @@
+"""The offline-RL grid: budget scaling, resumability, the summary on synthetic records, and a real `--quick`
+run of every algorithm on a tiny Hopper dataset (QIPO always; the d3rlpy peers when d3rlpy is installed)."""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import json
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import pytest
+
+from training.bench.grid import (
+    GridError,
+    GridSettings,
+    RunSpec,
+    budget,
+    eval_steps,
+    plan,
+    qipo_config,
+    record_path,
+    run_grid,
+    scale_budget,
+    write_json_atomic,
+)
+from training.bench.summary import load_records, markdown, summarise, write_summary
+from training.config import QIPOConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+# What the issue asks of every record.
+FIELDS = {"algo", "env", "dataset", "seed", "steps", "final_return", "last3_return", "normalized_own"}
+FIELDS |= {"normalized_d4rl_style", "wall_s", "config", "curve", "eval_seeds"}
+
+
+def load_script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_grid", ROOT / "scripts" / "bench_grid.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_eval_steps_are_evenly_spaced_and_end_at_the_end() -> None:
+    assert eval_steps(0, 100, 5) == [20, 40, 60, 80, 100]
+    assert eval_steps(1000, 1600, 3) == [1200, 1400, 1600]
+    assert eval_steps(10, 12, 5) == [11, 12]  # shorter than n: each step once
+    assert eval_steps(7, 7, 5) == []
+
+
+def test_steps_scale_every_phase_and_the_renewal_period_together() -> None:
+    base = QIPOConfig()
+    cfg = scale_budget(base, 2600)
+    assert budget(cfg) == 2600
+    for name in ("behavior_steps", "critic_steps", "improve_steps"):
+        assert getattr(cfg, name) == pytest.approx(getattr(base, name) * 2600 / budget(base), abs=1)
+    assert cfg.renew_every == round(base.renew_every * 2600 / budget(base))
+    # --set comes first, then the scaling; the seed and variant are the run's
+    settings = GridSettings(steps=90, overrides={"beta": 1.5, "improve_steps": 0})
+    cfg = qipo_config(4, settings)
+    assert (cfg.seed, cfg.beta, cfg.variant, cfg.improve_steps, budget(cfg)) == (4, 1.5, "qipo-ot", 0, 90)
+    assert budget(qipo_config(0, GridSettings())) == budget(base)  # no --steps: the library defaults
+    with pytest.raises(GridError, match="at least 3"):
+        scale_budget(base, 2)
+
+
+def test_plan_refuses_unknown_names_and_runs_env_major() -> None:
+    specs = plan(["qipo-ot", "iql"], ["hopper", "halfcheetah"], ["medium"], [0, 1])
+    assert [s.env for s in specs] == ["hopper"] * 4 + ["halfcheetah"] * 4
+    with pytest.raises(GridError, match="bc comes with qipo-ot"):
+        plan(["bc"], ["hopper"], ["medium"], [0])
+    with pytest.raises(GridError, match="unknown env 'ant'"):
+        plan(["iql"], ["ant"], ["medium"], [0])
+
+
+def test_runs_with_a_record_are_skipped_and_only_the_rest_need_data(tmp_path: Path) -> None:
+    out = tmp_path / "runs"
+    out.mkdir()
+    specs = plan(["qipo-ot", "td3bc"], ["hopper"], ["medium"], [0, 1])
+    for spec in specs:
+        if spec.seed == 0:
+            write_json_atomic(record_path(out, spec.algo, spec.env, spec.dataset, 0), {"done": True})
+    logs: list[str] = []
+    done_only = [s for s in specs if s.seed == 0]
+    assert run_grid(done_only, tmp_path / "no-data", out, GridSettings(), logs.append) == []
+    assert len(logs) == 2 and all(line.startswith("skip ") for line in logs)
+    # seed 1 has no record: it must run, so its missing dataset is reported before anything trains
+    with pytest.raises(GridError, match=r"hopper/medium-v0.*qipo data make"):
+        run_grid(specs, tmp_path / "no-data", out, GridSettings(), logs.append)
+    assert not list(out.glob(".*.tmp"))
+
+
+def synthetic_record(
+    algo: str, env: str, dataset: str, seed: int, d4rl: float, own: float | None
+) -> dict[str, Any]:
+    return {
+        "algo": algo,
+        "env": env,
+        "dataset": dataset,
+        "seed": seed,
+        "steps": 26_000 if algo != "bc" else 10_000,
+        "final_return": 10 * d4rl,
+        "last3_return": 10 * d4rl - 1,
+        "normalized_own": own,
+        "normalized_d4rl_style": d4rl,
+        "wall_s": 1.0,
+        "config": {},
+        "curve": [],
+        "eval_seeds": list(range(10)),
+        "episodes": 10,
+        "machine": "test box",
+        "command": "python scripts/bench_grid.py run --envs hopper",
+    } | ({"schedule": {"k1": 10_000, "k2": 10_000, "k3": 6_000}} if algo in ("bc", "qipo-ot") else {})
+
+
+def test_summary_means_bold_best_and_missing_cells(tmp_path: Path) -> None:
+    records = [
+        synthetic_record("qipo-ot", "hopper", "medium", 0, 60.0, 50.0),
+        synthetic_record("qipo-ot", "hopper", "medium", 1, 70.0, 54.0),
+        synthetic_record("iql", "hopper", "medium", 0, 66.0, 58.0),
+        synthetic_record("bc", "hopper", "medium", 0, 40.0, 30.0),
+        # medium-expert: no IQL run yet; halfcheetah comes after hopper whatever the order here
+        synthetic_record("qipo-ot", "halfcheetah", "medium", 0, 45.0, None),
+        synthetic_record("qipo-ot", "hopper", "medium-expert", 0, 90.0, 80.0),
+        synthetic_record("bc", "hopper", "medium-expert", 0, 95.0, 85.0),
+    ]
+    s = summarise(records)
+    assert s["algos"] == ["bc", "qipo-ot", "iql"]
+    assert [(r["env"], r["dataset"]) for r in s["rows"]] == [
+        ("hopper", "medium"),
+        ("hopper", "medium-expert"),
+        ("halfcheetah", "medium"),
+    ]
+    medium = s["rows"][0]
+    cell = medium["cells"]["qipo-ot"]["normalized_d4rl_style"]
+    assert cell == {"mean": 65.0, "std": 5.0, "n": 2}
+    assert medium["cells"]["qipo-ot"]["seeds"] == [0, 1]
+    assert medium["best"] == {"normalized_d4rl_style": "iql", "normalized_own": "iql"}
+    assert s["rows"][1]["best"]["normalized_d4rl_style"] == "bc"
+    assert s["rows"][2]["cells"]["qipo-ot"]["normalized_own"] is None
+    assert s["per_algo"]["qipo-ot"]["normalized_d4rl_style"] == pytest.approx((65 + 90 + 45) / 3)
+    assert s["per_algo"]["qipo-ot"]["normalized_d4rl_style_common_cells"] == 65.0  # only hopper/medium
+    assert s["per_algo"]["iql"]["cells"] == 1 and s["common_cells"] == ["hopper/medium"]
+    assert s["budget"] == {"bc": [10_000], "qipo-ot": [26_000], "iql": [26_000]}
+
+    md = markdown(s, "python scripts/bench_grid.py summarise")
+    table = md.split("## Normalised score, D4RL-style")[1].split("## ")[0]
+    rows = {line.split(" | ")[0]: line for line in table.splitlines() if line.startswith("| ")}
+    assert "| BC (QIPO warm-up) | QIPO-OT | IQL (d3rlpy) |" in table
+    assert rows["| hopper / medium"].endswith("| 40.0 ± 0.0 (1) | 65.0 ± 5.0 (2) | **66.0 ± 0.0** (1) |")
+    assert rows["| hopper / medium-expert"].endswith("| **95.0 ± 0.0** (1) | 90.0 ± 0.0 (1) | – |")
+    assert rows["| halfcheetah / medium"].endswith("| – | **45.0 ± 0.0** (1) | – |")
+    assert "mean over the 1 cells every algorithm has" in table
+    own = md.split("## Normalised score, own")[1]
+    assert "| halfcheetah / medium | – | – | – |" in own  # no own refs: a missing score, not a zero
+    assert "26,000" in md and "K1 10,000 + K2 10,000 + K3 6,000" in md and "test box" in md
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    for r in records:
+        write_json_atomic(record_path(runs, r["algo"], r["env"], r["dataset"], r["seed"]), r)
+    paths = write_summary(load_records(runs), tmp_path / "out", "cmd")
+    saved = json.loads(paths["json"].read_text())
+    assert len(saved["records"]) == len(records) and saved["summary"]["rows"][0]["best"] == medium["best"]
+    assert paths["png"].read_bytes()[:4] == b"\x89PNG"
+
+
+def test_summarise_cli_says_what_is_missing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    script = load_script()
+    assert script.main(["summarise", "--runs", str(tmp_path / "nothing"), "--out", str(tmp_path)]) == 2
+    assert "is not a folder of run records" in capsys.readouterr().err
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "broken.json").write_text("{")
+    assert script.main(["summarise", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path)]) == 2
+    assert "broken.json is not valid JSON" in capsys.readouterr().err
+
+
+# ----- real runs on a tiny Hopper dataset ------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_hopper(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """~300 random-action Hopper-v5 transitions as data/hopper/medium-v0 (a Minari dir, with own refs)."""
+    pytest.importorskip("mujoco", reason="the grid smoke runs Hopper-v5: needs the bench extra (mujoco)")
+    from training.data.minari_io import write_minari
+    from training.data.mujoco import rollouts
+
+    root = tmp_path_factory.mktemp("grid-data")
+    episodes = rollouts("Hopper-v5", None, 300, seed=0, desc="tiny hopper")
+    write_minari(
+        root / "hopper",
+        "medium-v0",
+        episodes,
+        "Hopper-v5",
+        algorithm="uniform random",
+        description="grid smoke test",
+        ref_min_score=-20.0,
+        ref_max_score=3000.0,
+    )
+    return root
+
+
+def check_record(rec: dict[str, Any], algo: str, steps: int) -> None:
+    assert set(rec) >= FIELDS, FIELDS - set(rec)
+    assert (rec["algo"], rec["env"], rec["dataset"], rec["seed"], rec["steps"]) == (
+        algo,
+        "hopper",
+        "medium",
+        0,
+        steps,
+    )
+    assert rec["eval_seeds"] == [10_000, 10_001] and rec["quick"] is True and rec["wall_s"] >= 0
+    assert rec["curve"][-1]["step"] == rec["steps"]
+    assert len(rec["curve"]) == 2 and rec["final_return"] == rec["curve"][-1]["return"]
+    assert rec["last3_return"] == pytest.approx(np.mean([p["return"] for p in rec["curve"]]))
+    assert rec["normalized_own"] == pytest.approx(100 * (rec["final_return"] + 20) / 3020)
+    assert rec["normalized_d4rl_style"] is not None and np.isfinite(rec["final_return"])
+
+
+def test_quick_qipo_run_writes_bc_and_qipo_records_and_resumes(
+    tiny_hopper: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from training.qipo import QIPOTrainer
+
+    script = load_script()
+    argv = ["run", "--quick", "--data", str(tiny_hopper), "--envs", "hopper", "--datasets", "medium"]
+    argv += ["--algos", "qipo-ot", "--seeds", "0", "--out", str(tmp_path / "runs")]
+    argv += ["--set", json.dumps({"support_size": 4, "critic_support": 4, "network": {"hidden": 32}})]
+    assert script.main(argv) == 0
+    records = {r["algo"]: r for r in load_records(tmp_path / "runs")}
+    has_bon = "selection" in inspect.signature(QIPOTrainer.policy).parameters
+    assert set(records) == {"bc", "qipo-ot"} | ({"qipo-ot-bon"} if has_bon else set())
+    qipo = records["qipo-ot"]
+    k = qipo["schedule"]
+    assert k["k1"] + k["k2"] + k["k3"] == 60 and qipo["config"]["support_size"] == 4
+    check_record(qipo, "qipo-ot", 60)
+    check_record(records["bc"], "bc", k["k1"])
+    assert records["bc"]["curve"][-1]["step"] == k["k1"]
+    assert all(p["step"] > k["k1"] + k["k2"] for p in qipo["curve"])  # improvement-phase checkpoints
+    capsys.readouterr()
+    assert script.main(argv) == 0  # everything done: nothing trains, nothing is rewritten
+    assert "skip qipo-ot hopper/medium seed 0" in capsys.readouterr().out
+    assert script.main(["summarise", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path)]) == 0
+    md = (tmp_path / "rl.md").read_text()
+    assert "| hopper / medium |" in md and "Smoke-test budgets" in md
+
+
+def test_quick_peer_runs_use_the_same_budget_and_evaluation(tiny_hopper: Path, tmp_path: Path) -> None:
+    pytest.importorskip("d3rlpy", reason="the peers need d3rlpy 2.8.1: `make .venv/.d3rlpy`")
+    specs = [RunSpec(algo, "hopper", "medium", 0) for algo in ("iql", "td3bc")]
+    run_grid(specs, tiny_hopper, tmp_path, GridSettings.smoke(steps=20), lambda line: None)
+    iql, td3bc = (
+        json.loads(record_path(tmp_path, a, "hopper", "medium", 0).read_text()) for a in ("iql", "td3bc")
+    )
+    for rec in (iql, td3bc):
+        check_record(rec, rec["algo"], 20)
+        assert rec["config"]["d3rlpy"] == "2.8.1"
+        assert rec["config"]["observation_scaler"]["type"] == "standard"
+        assert [p["step"] for p in rec["curve"]] == [10, 20]
+    assert (iql["config"]["expectile"], iql["config"]["weight_temp"]) == (0.7, 3.0)
+    assert iql["config"]["reward_scaler"]["params"]["multiplier"] == 1000.0
+    assert iql["config"]["actor_optim_factory"]["params"]["lr_scheduler_factory"]["params"]["T_max"] == 20
+    assert td3bc["config"]["alpha"] == 2.5 and td3bc["config"]["class"] == "TD3PlusBCConfig"

@@ -1,0 +1,124 @@
+"""d3rlpy 2.8.1 IQL and TD3+BC as peers: their locomotion settings, our dataset arrays, a numpy act function.
+
+The settings are those of d3rlpy's own reproduction scripts (reproductions/offline/{iql,td3_plus_bc}.py):
+IQL with expectile 0.7, weight_temp 3.0, max_weight 100, rewards × 1000/(max − min episode return) and a
+cosine actor learning rate over the whole run; TD3+BC with alpha 2.5, target smoothing 0.2/0.5 and the
+actor updated every second step. Both standardise observations (StandardObservationScaler, fit on the
+dataset), as QIPO does internally. d3rlpy rebuilds s' from the next row of each episode, so it reads the
+same observations/actions/rewards/terminals/timeouts arrays as QIPO.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any, Literal
+
+import numpy as np
+
+from training.data.dataset import TransitionDataset
+
+PeerAlgo = Literal["iql", "td3bc"]
+PEERS: tuple[PeerAlgo, ...] = ("iql", "td3bc")
+
+
+def _d3rlpy() -> Any:
+    try:
+        import d3rlpy
+    except ImportError as exc:
+        raise RuntimeError(
+            f"the d3rlpy peers need d3rlpy 2.8.1 ({exc.name} is missing): run `make .venv/.d3rlpy`"
+        ) from exc
+    import structlog
+
+    # d3rlpy logs every fit's dataset summary and model build through structlog at INFO: keep warnings only.
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    return d3rlpy
+
+
+def d3rlpy_version() -> str:
+    return str(_d3rlpy().__version__)
+
+
+def mdp_dataset(data: TransitionDataset) -> Any:
+    """Our arrays as a d3rlpy MDPDataset (episodes end at every terminal or timeout)."""
+    d3rlpy = _d3rlpy()
+    return d3rlpy.dataset.MDPDataset(
+        observations=data.observations,
+        actions=data.actions,
+        rewards=data.rewards,
+        terminals=data.terminals.astype(np.float32),
+        timeouts=data.timeouts.astype(np.float32),
+    )
+
+
+def peer_config(algo: PeerAlgo, data: TransitionDataset, steps: int) -> Any:
+    """The d3rlpy config for `algo` with its locomotion settings; `steps` sets IQL's cosine schedule."""
+    d3rlpy = _d3rlpy()
+    pre = d3rlpy.preprocessing
+    scalers: dict[str, Any] = {"observation_scaler": pre.StandardObservationScaler()}
+    if not (np.all(data.action_low == -1) and np.all(data.action_high == 1)):
+        # Both actors end in tanh: map other bounds onto [−1, 1] (MuJoCo locomotion needs no scaling).
+        scalers["action_scaler"] = pre.MinMaxActionScaler(minimum=data.action_low, maximum=data.action_high)
+    if algo == "iql":
+        schedule = d3rlpy.optimizers.CosineAnnealingLRFactory(T_max=steps)
+        return d3rlpy.algos.IQLConfig(
+            actor_learning_rate=3e-4,
+            critic_learning_rate=3e-4,
+            actor_optim_factory=d3rlpy.optimizers.AdamFactory(lr_scheduler_factory=schedule),
+            batch_size=256,
+            weight_temp=3.0,
+            max_weight=100.0,
+            expectile=0.7,
+            reward_scaler=pre.ReturnBasedRewardScaler(multiplier=1000.0),
+            **scalers,
+        )
+    if algo == "td3bc":
+        return d3rlpy.algos.TD3PlusBCConfig(
+            actor_learning_rate=3e-4,
+            critic_learning_rate=3e-4,
+            batch_size=256,
+            target_smoothing_sigma=0.2,
+            target_smoothing_clip=0.5,
+            alpha=2.5,
+            update_actor_interval=2,
+            **scalers,
+        )
+    raise ValueError(f"unknown peer {algo!r}; choose one of {PEERS}")
+
+
+def train_peer(
+    algo: PeerAlgo,
+    data: TransitionDataset,
+    steps: int,
+    seed: int,
+    on_step: Callable[[int, Callable[[np.ndarray, np.ndarray], np.ndarray]], None] | None = None,
+) -> dict[str, Any]:
+    """Train `algo` for `steps` gradient steps on CPU; `on_step(step, act)` runs after every step.
+
+    `act(states, noise)` is the greedy policy (`algo.predict`) in `training.eval.evaluate`'s signature; the
+    noise is ignored. Returns the fitted config (scalers included) as d3rlpy serialises it.
+    """
+    d3rlpy = _d3rlpy()
+    d3rlpy.seed(seed)
+    model = peer_config(algo, data, steps).create(device="cpu:0")
+
+    def act(states: np.ndarray, noise: np.ndarray) -> np.ndarray:
+        return np.asarray(model.predict(states), dtype=np.float32)
+
+    def callback(_algo: Any, _epoch: int, total_step: int) -> None:
+        if on_step is not None:
+            on_step(total_step, act)
+
+    model.fit(
+        mdp_dataset(data),
+        n_steps=steps,
+        n_steps_per_epoch=steps,  # one epoch: evaluation happens in the callback, at steps we choose
+        logger_adapter=d3rlpy.logging.NoopAdapterFactory(),
+        show_progress=False,
+        save_interval=10**9,
+        callback=callback,
+    )
+    params: dict[str, Any] = json.loads(model.config.serialize())
+    return {"d3rlpy": str(d3rlpy.__version__), "class": type(model.config).__name__} | params

@@ -1,0 +1,242 @@
+"""rl.{json,md,png} from a folder of grid records: mean ± std over seeds per (env, dataset, algo) cell.
+
+Scores are those of each run's final policy (the last curve point); the mean over the grid is the mean of
+an algorithm's cell means. Because a grid may be filled over several sittings, the summary also gives each
+algorithm's mean over the cells that every algorithm has, the only fair comparison of incomplete grids.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from training.bench.grid import DATASETS, RECORD_ALGOS, Record
+from training.data.mujoco import ENVS
+
+SCORES = {"normalized_d4rl_style": "D4RL-style", "normalized_own": "own"}
+METRICS = (*SCORES, "final_return", "last3_return")
+ALGO_LABELS = {
+    "bc": "BC (QIPO warm-up)",
+    "qipo-ot": "QIPO-OT",
+    "qipo-ot-bon": "QIPO-OT best-of-N",
+    "iql": "IQL (d3rlpy)",
+    "td3bc": "TD3+BC (d3rlpy)",
+}
+Stats = dict[str, float]
+
+
+def load_records(folder: Path) -> list[Record]:
+    """Every `*.json` record in `folder`, in name order."""
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"{folder} is not a folder of run records; run `scripts/bench_grid.py run` first"
+        )
+    records = []
+    for path in sorted(folder.glob("*.json")):
+        try:
+            records.append(json.loads(path.read_text()))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path} is not valid JSON ({exc}); delete it and rerun that cell") from exc
+    return records
+
+
+def stats(values: list[float | None]) -> Stats | None:
+    """Mean and (population) std over seeds; None when no seed has a value."""
+    present = np.array([v for v in values if v is not None], dtype=float)
+    if not len(present):
+        return None
+    return {"mean": float(present.mean()), "std": float(present.std()), "n": len(present)}
+
+
+def _order(env: str, dataset: str) -> tuple[int, int, str, str]:
+    envs, kinds = list(ENVS), list(DATASETS)
+    return (
+        envs.index(env) if env in envs else len(envs),
+        kinds.index(dataset) if dataset in kinds else len(kinds),
+        env,
+        dataset,
+    )
+
+
+def summarise(records: list[Record]) -> dict[str, Any]:
+    """Cells, the best algorithm per row and score, per-algorithm grid means, the budgets and machines."""
+    present = {r["algo"] for r in records}
+    algos = [a for a in RECORD_ALGOS if a in present] + sorted(present - set(RECORD_ALGOS))
+    rows = []
+    for env, dataset in sorted({(r["env"], r["dataset"]) for r in records}, key=lambda k: _order(*k)):
+        mine = [r for r in records if r["env"] == env and r["dataset"] == dataset]
+        cells: dict[str, dict[str, Any]] = {}
+        for algo in algos:
+            runs = [r for r in mine if r["algo"] == algo]
+            if runs:
+                cells[algo] = {m: stats([r.get(m) for r in runs]) for m in METRICS} | {
+                    "seeds": sorted(r["seed"] for r in runs)
+                }
+        best = {}
+        for score in SCORES:
+            means = {a: c[score]["mean"] for a, c in cells.items() if c[score] is not None}
+            if means:
+                best[score] = max(means, key=lambda a: means[a])
+        rows.append({"env": env, "dataset": dataset, "cells": cells, "best": best})
+    common = [row for row in rows if all(a in row["cells"] for a in algos)]
+    per_algo: dict[str, dict[str, Any]] = {}
+    for algo in algos:
+        per_algo[algo] = {"cells": sum(algo in row["cells"] for row in rows)}
+        for score in SCORES:
+            per_algo[algo][score] = _grid_mean(rows, algo, score)
+            per_algo[algo][f"{score}_common_cells"] = _grid_mean(common, algo, score)
+    return {
+        "algos": algos,
+        "rows": rows,
+        "per_algo": per_algo,
+        "common_cells": [f"{row['env']}/{row['dataset']}" for row in common],
+        "budget": {a: sorted({r["steps"] for r in records if r["algo"] == a}) for a in algos},
+        "schedules": sorted({json.dumps(r["schedule"]) for r in records if "schedule" in r}),
+        "episodes": sorted({r["episodes"] for r in records}),
+        "machines": sorted({r["machine"] for r in records}),
+        "commands": sorted({r["command"] for r in records if r.get("command")}),
+        "quick": any(r.get("quick") for r in records),
+        "runs": len(records),
+    }
+
+
+def _grid_mean(rows: list[dict[str, Any]], algo: str, score: str) -> float | None:
+    means = [row["cells"][algo][score]["mean"] for row in rows if (row["cells"].get(algo) or {}).get(score)]
+    return float(np.mean(means)) if means else None
+
+
+def _cell(cell: dict[str, Any] | None, score: str, bold: bool) -> str:
+    s = (cell or {}).get(score)
+    if s is None:
+        return "–"
+    text = f"{s['mean']:.1f} ± {s['std']:.1f}"
+    return f"**{text}** ({s['n']})" if bold else f"{text} ({s['n']})"
+
+
+def markdown(summary: dict[str, Any], command: str) -> str:
+    algos = summary["algos"]
+    budget = "; ".join(
+        f"{ALGO_LABELS.get(a, a)} {', '.join(f'{s:,}' for s in summary['budget'][a])}" for a in algos
+    )
+    schedules = ", ".join(
+        "K1 {k1:,} + K2 {k2:,} + K3 {k3:,}".format(**json.loads(s)) for s in summary["schedules"]
+    )
+    lines = [
+        "# Offline RL: QIPO-OT vs its own BC vs d3rlpy IQL and TD3+BC",
+        "",
+        "Same Minari datasets, same gradient-step budget, same evaluation for every algorithm: "
+        f"{' / '.join(str(e) for e in summary['episodes'])} episodes per evaluation with fixed env seeds "
+        "(10,000 + 100·seed + episode), the score of each run's final policy; cells are mean ± std over "
+        "training seeds (n seeds in brackets), the best mean of a row in bold, – where no run exists yet.",
+        "",
+        f"Gradient steps per run: {budget}. QIPO schedule: {schedules or '–'}; BC is the QIPO run's "
+        "behaviour warm-up (K1), evaluated before the critic and improvement phases start"
+        + (
+            "; best-of-N picks among N policy samples by the QIPO critic's Q, at QIPO-OT's checkpoints"
+            if "qipo-ot-bon" in algos
+            else ""
+        )
+        + ". IQL: expectile 0.7, weight_temp 3.0, rewards × 1000/return spread, cosine actor schedule; "
+        "TD3+BC: alpha 2.5; both with standardised observations (d3rlpy 2.8.1's locomotion settings). "
+        "Last-3 scores and learning curves are in the JSON beside this file.",
+        "",
+    ]
+    if summary["quick"]:
+        lines += ["**Smoke-test budgets (`--quick`): these numbers say nothing about the methods.**", ""]
+    for score, label in SCORES.items():
+        lines += [
+            f"## Normalised score, {label}",
+            "",
+            (
+                "D4RL v2 reference returns on gymnasium v5 envs: comparable to D4RL papers in spirit only."
+                if score == "normalized_d4rl_style"
+                else "0 = our random policy, 100 = our dataset generator's expert policy."
+            ),
+            "",
+            "| env / dataset | " + " | ".join(ALGO_LABELS.get(a, a) for a in algos) + " |",
+            "|---|" + "---|" * len(algos),
+        ]
+        for row in summary["rows"]:
+            cells = [_cell(row["cells"].get(a), score, row["best"].get(score) == a) for a in algos]
+            lines.append(f"| {row['env']} / {row['dataset']} | " + " | ".join(cells) + " |")
+        grid = [summary["per_algo"][a][score] for a in algos]
+        top = max((g for g in grid if g is not None), default=None)
+        lines.append(
+            "| **mean over the grid** | "
+            + " | ".join("–" if g is None else (f"**{g:.1f}**" if g == top else f"{g:.1f}") for g in grid)
+            + " |"
+        )
+        common = [summary["per_algo"][a][f"{score}_common_cells"] for a in algos]
+        if summary["common_cells"] and len(summary["common_cells"]) < len(summary["rows"]):
+            lines.append(
+                f"| mean over the {len(summary['common_cells'])} cells every algorithm has | "
+                + " | ".join("–" if g is None else f"{g:.1f}" for g in common)
+                + " |"
+            )
+        lines.append("")
+    lines += [
+        f"{summary['runs']} records. Machine: {'; '.join(summary['machines'])}.",
+        "",
+        "Runs: " + "; ".join(f"`{c}`" for c in summary["commands"]) + f". Summary: `{command}`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def plot(summary: dict[str, Any], path: Path) -> None:
+    """Grouped bars per env/dataset, one per algorithm, error bars = std over seeds; one panel per score."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    algos, rows = summary["algos"], summary["rows"]
+    x = np.arange(len(rows))
+    width = 0.8 / max(1, len(algos))
+    fig, axes = plt.subplots(
+        len(SCORES), 1, figsize=(max(7.0, 1.6 * len(rows) + 2), 3.8 * len(SCORES)), squeeze=False
+    )
+    for ax, (score, label) in zip(axes[:, 0], SCORES.items(), strict=True):
+        for i, algo in enumerate(algos):
+            cells = [(row["cells"].get(algo) or {}).get(score) for row in rows]
+            means = [np.nan if c is None else c["mean"] for c in cells]
+            stds = [0.0 if c is None else c["std"] for c in cells]
+            offset = (i - (len(algos) - 1) / 2) * width
+            ax.bar(
+                x + offset,
+                means,
+                width,
+                yerr=stds,
+                capsize=2,
+                label=ALGO_LABELS.get(algo, algo),
+                color=f"C{i}",
+            )
+        ax.set_xticks(x, [f"{row['env']}\n{row['dataset']}" for row in rows])
+        ax.set_ylabel(f"normalised score ({label})")
+        ax.axhline(0, color="black", linewidth=0.5)
+        ax.grid(axis="y", alpha=0.3)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(algos), 3), fontsize="small")
+    fig.suptitle("Final policy, mean ± std over seeds", fontsize="medium")
+    legend_height = 0.035 * -(-len(algos) // 3) * 2 / len(SCORES)  # figure fraction per legend row
+    fig.tight_layout(rect=(0, legend_height, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_summary(records: list[Record], out: Path, command: str, stem: str = "rl") -> dict[str, Path]:
+    """out/rl.json (records + summary), out/rl.md, out/rl.png."""
+    if not records:
+        raise ValueError("no run records to summarise; run `scripts/bench_grid.py run` first")
+    summary = summarise(records)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {k: out / f"{stem}.{k}" for k in ("json", "md", "png")}
+    paths["json"].write_text(
+        json.dumps({"summary": summary, "command": command, "records": records}, indent=1) + "\n"
+    )
+    paths["md"].write_text(markdown(summary, command))
+    plot(summary, paths["png"])
+    return paths
