@@ -12,7 +12,6 @@ processes with disjoint selections can fill one output folder.
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import platform
@@ -216,9 +215,6 @@ def run_qipo(
     cfg = qipo_config(spec.seed, settings)
     trainer = QIPOTrainer(data, cfg, progress=False)
     ev = Evaluator(data, settings.episodes, EVAL_SEED_BASE + 100 * spec.seed)
-    has_bon = "selection" in inspect.signature(trainer.policy).parameters
-    if not has_bon:
-        log(f"{spec.name}: qipo-ot-bon skipped, QIPOTrainer.policy() takes no `selection` argument yet")
     k1, k2, total = trainer.k1, trainer.k2, trainer.total_steps
     warmup_at, improve_at = (
         set(eval_steps(0, k1, settings.evals)),
@@ -226,17 +222,13 @@ def run_qipo(
     )
     curves: dict[str, list[Record]] = {"bc": [], QIPO: [], "qipo-ot-bon": []}
 
-    def policy(selection: str) -> Any:
-        return trainer.policy(selection=selection) if has_bon else trainer.policy()  # type: ignore[call-arg]
-
     def on_step(step: int) -> None:
         if step in warmup_at:
-            curves["bc"].append(ev(step, policy("sample").act_numpy))
+            curves["bc"].append(ev(step, trainer.policy("sample").act_numpy))
         if step in improve_at:
-            curves[QIPO].append(ev(step, policy("sample").act_numpy))
-            if has_bon:
-                bon = policy("best-of-n")
-                curves["qipo-ot-bon"].append(ev(step, bon.act_numpy, noise_dim=bon.noise_dim))
+            curves[QIPO].append(ev(step, trainer.policy("sample").act_numpy))
+            bon = trainer.policy("best-of-n")
+            curves["qipo-ot-bon"].append(ev(step, bon.act_numpy, noise_dim=bon.noise_dim))
 
     started = time.perf_counter()
     trainer.fit(until=k1, on_step=on_step)
@@ -248,13 +240,14 @@ def run_qipo(
     records = []
     for algo, steps, seconds, selection in (
         ("bc", k1, warmup_s, "sample"),
-        (QIPO, total, total_s, "sample" if has_bon else cfg.action_selection),
+        (QIPO, total, total_s, "sample"),
         ("qipo-ot-bon", total, total_s, "best-of-n"),
     ):
         if curves[algo]:  # empty only when its phase has no steps
             rec = make_record(spec, algo, steps, curves[algo], seconds, config, ev)
             rec |= {"schedule": schedule, "selection": selection}
-            records.append(rec if algo == "bc" else rec | {"renewal_s": trainer.renewal_s})
+            extra = {"renewal_s": trainer.renewal_s, "diagnostics": trainer.summary()}
+            records.append(rec if algo == "bc" else rec | extra)
     return records
 
 
