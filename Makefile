@@ -64,24 +64,18 @@ bench-train: $(STAMP) $(D3RLPY_STAMP)
 bench-rl: $(STAMP)
 	$(BIN)/python scripts/bench_rl.py --out docs/bench
 
-# MuJoCo tier: SAC behaviour policies → ~200k-transition Minari datasets under data/ (≈ 100 min per env on
-# one core), their generation records copied to docs/data/; then BC vs QIPO-OT on them (≈ 30 min per run).
-BENCH_STAMP := $(VENV)/.bench
-$(BENCH_STAMP): | $(STAMP)
-	$(PIP) install -q -e '.[bench]'
-	touch $(BENCH_STAMP)
+# MuJoCo tier: ~200k-transition Minari datasets under data/ from SAC behaviour policies (Hopper-v5,
+# HalfCheetah-v5: random, medium, medium-replay, medium-expert).
+.PHONY: mujoco-data mujoco-policies
+# Rollouts of the committed SAC behaviour policies (training/data/policies/*.npz): about a minute per env.
+mujoco-data: $(STAMP)
+	for env in hopper halfcheetah; do $(QIPO) data make $$env --out data || exit 1; done
 
-.PHONY: mujoco-data bench-mujoco
-mujoco-data: $(BENCH_STAMP)
+# Train the behaviour policies anew (≈ 1 h per env on one core) and record how they were made.
+mujoco-policies: $(STAMP)
 	mkdir -p docs/data
 	for env in hopper halfcheetah; do \
-	  $(QIPO) data make $$env --out data --threads 1 && cp data/$$env/generation.json docs/data/$$env-generation.json \
-	  || exit 1; done
-
-bench-mujoco: $(BENCH_STAMP)
-	for env in hopper halfcheetah; do \
-	  $(BIN)/python scripts/bench_rl.py --env $$env --kinds medium medium-expert --seeds 0 --variants qipo-ot \
-	    --set '{"renew_every": 3000}' \
+	  $(QIPO) data make $$env --out data --threads 1 --train-sac && cp data/$$env/generation.json docs/data/$$env-generation.json \
 	  || exit 1; done
 
 # Issue 7: p99 latency while replicas swap models vs steady p99 of the same run (docs/bench/swap.*).
@@ -151,12 +145,12 @@ bench-toy: $(STAMP)
 
 # Issue 12: QIPO-OT (+ its BC warm-up and best-of-N) vs d3rlpy IQL and TD3+BC, same datasets and budget.
 # Resumable: a run whose record exists under docs/bench/rl-runs/ is skipped. One QIPO run at the default
-# budget takes about as long as `bench-mujoco`'s; pick a subset with GRID_ENVS/GRID_ALGOS/GRID_SEEDS.
+# budget takes about 20 min of one core; pick a subset with GRID_ENVS/GRID_ALGOS/GRID_SEEDS.
 GRID_ALGOS ?= qipo-ot iql td3bc
 GRID_SEEDS ?= 0 1 2
 GRID_ENVS ?= hopper halfcheetah
 .PHONY: bench-grid
-bench-grid: $(BENCH_STAMP) $(D3RLPY_STAMP)
+bench-grid: $(STAMP) $(D3RLPY_STAMP)
 	for env in $(GRID_ENVS); do \
 	  datasets="medium medium-replay medium-expert"; [ $$env = halfcheetah ] && datasets="medium medium-expert"; \
 	  $(BIN)/python scripts/bench_grid.py run --envs $$env --datasets $$datasets --algos $(GRID_ALGOS) \

@@ -8,6 +8,7 @@ run that is stopped keeps what it measured.
     python scripts/bench_rl.py                       # Pendulum mixed → docs/bench/pendulum.{json,md}
     python scripts/bench_rl.py --env hopper --kinds medium medium-expert --seeds 0 --variants qipo-ot
                                                      # data/hopper/*-v0 → docs/bench/mujoco-hopper.{json,md}
+    (the MuJoCo grid against its own BC and the d3rlpy peers is scripts/bench_grid.py)
 """
 
 from __future__ import annotations
