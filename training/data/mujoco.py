@@ -1,5 +1,6 @@
-"""Tier-1 data (DESIGN §4.3): Hopper-v5 / HalfCheetah-v5 datasets from stable-baselines3 SAC behaviour
-policies, written as local Minari datasets (`<root>/<env>/<kind>-v0`), D4RL-style:
+"""Tier-1 data (docs/architecture.md, "Datasets"): Hopper-v5 / HalfCheetah-v5 datasets from
+stable-baselines3 SAC behaviour policies, written as local Minari datasets (`<root>/<env>/<kind>-v0`),
+D4RL-style:
 
 - random:        uniform random actions;
 - medium:        rollouts of a SAC policy trained for `sac_steps` (stochastic actions, as in D4RL);
@@ -45,7 +46,9 @@ def _require_bench() -> None:
         ) from exc
 
 
-def rollouts(env_id: str, policy: Any | None, transitions: int, seed: int, desc: str) -> list[Episode]:
+def rollouts(
+    env_id: str, policy: Any | None, transitions: int, seed: int, desc: str, progress: bool = True
+) -> list[Episode]:
     """Whole episodes until at least `transitions` steps; `policy` None means uniform random actions."""
     import gymnasium as gym
 
@@ -53,7 +56,7 @@ def rollouts(env_id: str, policy: Any | None, transitions: int, seed: int, desc:
     env.action_space.seed(seed)
     episodes: list[Episode] = []
     total = 0
-    bar = tqdm(total=transitions, desc=desc, unit="step", leave=False)
+    bar = tqdm(total=transitions, desc=desc, unit="step", leave=False, disable=not progress)
     while total < transitions:
         if policy is None:
             episode = rollout(env, lambda obs: env.action_space.sample(), seed + len(episodes))
@@ -69,13 +72,13 @@ def rollouts(env_id: str, policy: Any | None, transitions: int, seed: int, desc:
     return episodes
 
 
-def _progress(steps: int, desc: str) -> Any:
+def _progress(steps: int, desc: str, progress: bool = True) -> Any:
     """A tqdm bar over SAC environment steps (SB3's own bar is rich-only and silent in log files)."""
     from stable_baselines3.common.callbacks import BaseCallback
 
     class TqdmCallback(BaseCallback):
         def _on_training_start(self) -> None:
-            self.bar = tqdm(total=steps, desc=desc, unit="step", mininterval=5.0)
+            self.bar = tqdm(total=steps, desc=desc, unit="step", mininterval=5.0, disable=not progress)
 
         def _on_step(self) -> bool:
             self.bar.update(1)
@@ -144,6 +147,7 @@ def make_mujoco_datasets(
     expert_steps: int | None = None,
     transitions: int = 200_000,
     seed: int = 0,
+    progress: bool = True,
 ) -> dict[str, Path]:
     """Train SAC (medium, then expert), roll out and write each requested kind; returns kind → path."""
     _require_bench()
@@ -178,7 +182,7 @@ def make_mujoco_datasets(
     timings = record["timings_s"]
 
     started = time.perf_counter()
-    random_eps = rollouts(env_id, None, transitions, seed, f"{env}/random")
+    random_eps = rollouts(env_id, None, transitions, seed, f"{env}/random", progress)
     timings["random_rollouts"] = round(time.perf_counter() - started, 1)
     record["returns"]["random"] = mean_return(random_eps)
 
@@ -187,7 +191,7 @@ def make_mujoco_datasets(
     if needs_sac:
         started = time.perf_counter()
         model = SAC("MlpPolicy", gym.make(env_id), seed=seed, verbose=0, **SAC_KWARGS)
-        model.learn(total_timesteps=sac_steps, callback=_progress(sac_steps, f"{env}/SAC medium"))
+        model.learn(total_timesteps=sac_steps, callback=_progress(sac_steps, f"{env}/SAC medium", progress))
         timings["sac_medium_train"] = round(time.perf_counter() - started, 1)
         medium_ckpt = ckpt_dir / "sac-medium.zip"
         model.save(medium_ckpt)
@@ -197,7 +201,7 @@ def make_mujoco_datasets(
         n_medium = transitions if "medium" in kinds else 0
         if "medium-expert" in kinds:
             n_medium = max(n_medium, transitions // 2)
-        medium_eps = rollouts(env_id, model, max(n_medium, 1), seed + 1_000_000, f"{env}/medium")
+        medium_eps = rollouts(env_id, model, max(n_medium, 1), seed + 1_000_000, f"{env}/medium", progress)
         timings["medium_rollouts"] = round(time.perf_counter() - started, 1)
         record["returns"]["medium"] = mean_return(medium_eps)
         record["returns"]["medium_replay"] = mean_return(replay)
@@ -229,7 +233,7 @@ def make_mujoco_datasets(
         model.learn(
             total_timesteps=expert_steps,
             reset_num_timesteps=False,
-            callback=_progress(expert_steps, f"{env}/SAC expert"),
+            callback=_progress(expert_steps, f"{env}/SAC expert", progress),
         )
         timings["sac_expert_train"] = round(time.perf_counter() - started, 1)
         expert_ckpt = ckpt_dir / "sac-expert.zip"
@@ -237,7 +241,7 @@ def make_mujoco_datasets(
         record["checkpoints"]["expert"] = {"path": str(expert_ckpt.name), "sha256": _sha256(expert_ckpt)}
         started = time.perf_counter()
         expert_eps = rollouts(
-            env_id, model, transitions - transitions // 2, seed + 2_000_000, f"{env}/expert"
+            env_id, model, transitions - transitions // 2, seed + 2_000_000, f"{env}/expert", progress
         )
         timings["expert_rollouts"] = round(time.perf_counter() - started, 1)
         record["returns"]["expert"] = mean_return(expert_eps)
