@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Column, Table
 
@@ -33,7 +34,7 @@ T = TypeVar("T")
 app = typer.Typer(help="Train QIPO flow policies offline and serve them to robots.", no_args_is_help=True)
 registry_app = typer.Typer(help="Publish, list and promote model versions.", no_args_is_help=True)
 app.add_typer(registry_app, name="registry")
-console = Console()
+console = Console(soft_wrap=True)  # a message stays one line in a log, whatever the width
 
 RegistryOpt = Annotated[
     str, typer.Option("--registry", "-r", envvar="QIPO_REGISTRY", help="Directory or redis://host:port/db")
@@ -129,6 +130,8 @@ def serve(
             )
             _run_server(settings)
         return
+    if model:  # refuse a mistyped location now, not as a traceback from inside the app
+        _registry_call(registry, prefix, lambda reg: reg.close())
     name = model or _only_model(registry, prefix)
     settings = ServeSettings(
         registry=registry, registry_prefix=prefix, model_name=name, model_ref=ref, host=host, port=port
@@ -238,15 +241,15 @@ def registry_list(
     if not rows:
         console.print(f"registry {registry} holds no model; publish one with `qipo registry publish DIR`")
         return
-    table = Table(  # names are what people copy: never folded; the other columns may fold
+    table = Table(  # names are what people copy: never folded; the rest may fold (variant: `show`)
         Column("model", no_wrap=True),
-        Column("version"),
+        Column("ver"),
         Column("aliases", no_wrap=True),
         Column("env", overflow="fold"),
-        Column("obs/act"),
-        Column("variant", overflow="fold"),
+        Column("dims"),
         Column("published", overflow="fold"),
         Column("score"),
+        box=box.SIMPLE_HEAD,
     )
     for row in rows:
         score = row["mean_return"]
@@ -255,8 +258,7 @@ def registry_list(
             str(row["version"]),
             ", ".join(row["aliases"]),
             row["env_id"] or "",
-            f"{row['obs_dim']}/{row['act_dim']}",
-            row["variant"],
+            f"{row['obs_dim']}→{row['act_dim']}",
             row["published_at"][:16].replace("T", " "),
             "" if score is None else f"{score:.1f}",
         )

@@ -20,7 +20,7 @@ from rich.table import Table
 if TYPE_CHECKING:
     from training.data import TransitionDataset
 
-console = Console()
+console = Console(soft_wrap=True)  # a message stays one line in a log, whatever the width
 data_app = typer.Typer(help="Make and inspect offline datasets.", no_args_is_help=True)
 RUN_DATASET_FILE = "dataset.json"  # the run's record of its data and env (read by eval and export)
 
@@ -286,6 +286,11 @@ def train_command(
     progress = show_progress(quiet)
     with on_device(dev):
         trainer = QIPOTrainer(ds, cfg, progress=progress)
+        if not quiet:
+            console.print(
+                f"{cfg.algo} on {ds.name} ({ds.size} transitions, env {ds.env_id or 'unknown'}): "
+                f"{trainer.total_steps} steps on {dev.type} → {out}"
+            )
         seat_generator(trainer, dev)
         try:
             if resume:
@@ -403,7 +408,9 @@ def recorded_env(run: Path) -> str | None:
     return str(env_id) if env_id else None
 
 
-def _evaluate_server(url: str, env: str | None, episodes: int, seed: int) -> tuple[dict[str, Any], str]:
+def _evaluate_server(
+    url: str, env: str | None, episodes: int, seed: int, progress: bool
+) -> tuple[dict[str, Any], str]:
     """Closed loop through the server: one request per robot and step with seed=step_seed(...), so the
     returns equal an in-process evaluation of the same artifact. The env is the served manifest's unless
     `env` is given."""
@@ -425,7 +432,8 @@ def _evaluate_server(url: str, env: str | None, episodes: int, seed: int) -> tup
     check_env(env_id, int(manifest["obs_dim"]), int(manifest["act_dim"]), what)
     actor = SeededActor(url)
     try:
-        return evaluate(None, env_id, episodes, seed, seeded_act=actor), f"{url} (server)"
+        result = evaluate(None, env_id, episodes, seed, seeded_act=actor, progress=progress)
+        return result, f"{url} (server)"
     except (NoAction, ServerError) as exc:
         raise fail(f"server {url}: {exc}") from exc
     finally:
@@ -458,7 +466,7 @@ def eval_command(
     targets: list[Path | str] = [*(runs or []), *([server] if server else [])]
     for path in targets:
         if isinstance(path, str):
-            res, label = _evaluate_server(path, env, episodes, seed)
+            res, label = _evaluate_server(path, env, episodes, seed, show_progress(quiet))
         else:
             try:
                 loaded = _policy_for(path)
