@@ -1,7 +1,7 @@
-"""Every knob of a QIPO run in one serialisable object (DESIGN §4.2), stored in checkpoints and manifests.
+"""Every knob of a QIPO run in one serialisable object (docs/architecture.md), kept in checkpoints/manifests.
 
 The paper leaves step counts, renewal period, β, optimiser and solver open; the defaults here are the
-choices recorded in DESIGN §4.2 and §4.3 (they beat BC clearly on Pendulum `mixed`).
+choices described there (they beat BC clearly on Pendulum `mixed`).
 """
 
 from __future__ import annotations

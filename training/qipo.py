@@ -1,4 +1,4 @@
-"""QIPO (Algorithm 2 of arXiv 2503.04975, reconstructed in DESIGN §4.2) as a resumable step loop.
+"""QIPO (Algorithm 2 of arXiv 2503.04975, see docs/architecture.md) as a resumable step loop.
 
 Phases by global step: [0, K1) behaviour warm-up (plain CFM), [K1, K1+K2) softmax-Q critic, then K3 steps
 of policy improvement. In improvement each dataset state s_i owns a support set {a_i1..a_iM} ∪ {a_i^data}
