@@ -9,14 +9,13 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.e2e.byod_data import ENV_ID, write_reacher_hdf5
-from tests.helpers import free_port
+from tests.helpers import qipo_server
 
 QIPO = [sys.executable, "-m", "service.cli"]
 TINY = {
@@ -100,26 +99,7 @@ def test_reacher_file_to_served_policy(tmp_path: Path) -> None:
         ("reacher-mixed", ENV_ID, ["production"])
     ]
 
-    port = free_port()
-    server = subprocess.Popen(
-        [*QIPO, "serve", "--registry", "registry", "--port", str(port)],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            assert server.poll() is None, server.stdout.read().decode() if server.stdout else ""
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server did not become ready"
-            time.sleep(0.2)
+    with qipo_server(["--registry", "registry"], cwd=tmp_path, env=env) as url:
         import gymnasium as gym
 
         reacher = gym.make(ENV_ID)
@@ -129,25 +109,12 @@ def test_reacher_file_to_served_policy(tmp_path: Path) -> None:
         assert body["model"] == "reacher-mixed" and body["version"] == 1
         assert len(body["action"]) == 2 and all(-1.0 <= a <= 1.0 for a in body["action"])
 
-        qipo(
-            "eval",
-            "artifact",
-            "--server",
-            url,
-            "--episodes",
-            "2",
-            "--json",
-            "both.json",
-            cwd=tmp_path,
-            env=env,
-        )
+        evaluated = ["eval", "artifact", "--server", url, "--episodes", "2", "--json", "both.json"]
+        qipo(*evaluated, cwd=tmp_path, env=env)
         both = json.loads((tmp_path / "both.json").read_text())
         local, remote = both["artifact"], both[url]
         assert local["env_id"] == remote["env_id"] == ENV_ID
         assert remote["returns"] == local["returns"]
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def test_policy_in_the_wrong_env_is_one_line(tmp_path: Path) -> None:

@@ -114,3 +114,21 @@ def test_serve_without_a_model_name_needs_exactly_one_model(
     reg.publish(build_artifact(tmp_path / "other", seed=4, name="arm-bc"))
     two = runner.invoke(app, ["serve", "--registry", str(root)])
     assert two.exit_code == 1 and f"holds 2 models (arm-bc, {MODEL}); pass --model NAME" in two.output
+
+
+def test_serve_artifact_without_a_registry(artifacts: list[Path], tmp_path: Path) -> None:
+    """`qipo serve --artifact DIR`: one artifact, no registry to set up, nothing left in the working dir."""
+    import os
+
+    import httpx
+
+    from tests.helpers import qipo_server
+
+    repo = Path(__file__).resolve().parents[2]
+    env = os.environ | {"PYTHONPATH": str(repo)}
+    with qipo_server(["--artifact", str(artifacts[0])], cwd=tmp_path, env=env) as url:
+        served = httpx.get(f"{url}/v1/models").json()
+        assert served["name"] == MODEL and served["version"] == 1
+        body = httpx.post(f"{url}/act", json={"state": [1.0, 0.0, 0.0], "seed": 1}).json()
+        assert len(body["action"]) == 1
+    assert list(tmp_path.iterdir()) == []
