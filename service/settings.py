@@ -14,7 +14,8 @@ class ServeSettings(BaseSettings):
     registry: str = Field("./registry", description="Registry: a directory path or redis://host:port/db")
     registry_prefix: str = Field("qipo", description="Key prefix in Redis (ignored for directories)")
     model_name: str = Field(
-        "pendulum-qipo", description="Model name to serve (`qipo serve` without it: the registry's only model)"
+        "pendulum-qipo",
+        description="Model name to serve (`qipo serve` without it: the registry's only model)",
     )
     model_ref: str = Field("production", description="Alias or version number to serve")
     cache_dir: Path = Field(Path("./.qipo-cache"), description="Where pulled artifacts are kept")
