@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1.7
-# QIPO policy server images (DESIGN §1-2). Targets:
+# QIPO policy server images (docs/architecture.md, "Data walk"). Targets:
 #   serve      (default) CPU serving image: service/ + onnxruntime, no torch, non-root, HEALTHCHECK
 #   serve-gpu  CUDA runtime + cuDNN base with onnxruntime-gpu (`.[gpu]`), same entrypoint
 #   publisher  the serving image plus the demo artifact, for compose's one-shot "publish if empty" job

@@ -1,4 +1,4 @@
-"""FastAPI app factory (DESIGN §3.3). The model is built by `ModelManager` and injected; the routers only
+"""FastAPI app factory (docs/architecture.md). `ModelManager` builds the model, injected; the routers only
 validate, time and answer. Extra routers (admin, hot reload) attach with `app.include_router` and reach the
 shared objects through `app.state` (`settings`, `metrics`, `manager`, `batcher`, `act`)."""
 
@@ -123,7 +123,7 @@ async def models(request: Request) -> dict[str, Any]:
     }
 
 
-@probes.get("/metrics", summary="Prometheus metrics (DESIGN §3.4)")
+@probes.get("/metrics", summary="Prometheus metrics")
 async def prometheus(request: Request) -> Response:
     metrics: Metrics = request.app.state.metrics
     return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

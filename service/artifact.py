@@ -1,4 +1,4 @@
-"""The artifact contract (DESIGN §3.1): one definition of the manifest, shared by exporter and server.
+"""The artifact contract (docs/architecture.md, "Artifact"): one manifest definition for exporter and server.
 
 An artifact is a directory holding `policy.onnx` (the fused K-step sampler) and `manifest.json`. Loading
 verifies every file's sha256 before anything can serve; no pickle is ever read.
@@ -42,6 +42,8 @@ class Manifest(BaseModel):
 
     schema_version: int = SCHEMA_VERSION
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    # The gymnasium env the policy was trained for (None: not recorded); `qipo eval` uses it by default.
+    env_id: str | None = None
     obs_dim: int = Field(ge=1)
     act_dim: int = Field(ge=1)
     action_low: list[float]

@@ -3,7 +3,7 @@
 Each request's whole K-step ODE trajectory runs inside one ONNX call (the fused sampler), so batching is
 just stacking the states of every request that is waiting and calling the session once.
 
-When to flush (DESIGN §3.3a): at the end of the event-loop tick in which a request arrived, with no fixed
+When to flush (docs/architecture.md): at the end of the event-loop tick a request arrived in, with no fixed
 wait. Every request whose handler ran in the same tick joins the batch; while a batch computes, the next
 one fills by itself. A fixed wait cannot fill a batch at low load and only adds latency (a 1 ms wait cost
 a single client more than half its throughput), so `max_queue_delay_ms` defaults to 0 and exists for

@@ -1,4 +1,4 @@
-"""Prometheus metrics with the names of DESIGN §3.4, on a registry per app so tests can build many apps."""
+"""Prometheus metrics named as docs/architecture.md lists them, one registry per app (tests build many)."""
 
 from __future__ import annotations
 

@@ -13,7 +13,10 @@ class ServeSettings(BaseSettings):
 
     registry: str = Field("./registry", description="Registry: a directory path or redis://host:port/db")
     registry_prefix: str = Field("qipo", description="Key prefix in Redis (ignored for directories)")
-    model_name: str = Field("pendulum-qipo", description="Model name to serve")
+    model_name: str = Field(
+        "pendulum-qipo",
+        description="Model name to serve (`qipo serve` without it: the registry's only model)",
+    )
     model_ref: str = Field("production", description="Alias or version number to serve")
     cache_dir: Path = Field(Path("./.qipo-cache"), description="Where pulled artifacts are kept")
     host: str = Field("127.0.0.1", description="Bind address")
@@ -34,7 +37,7 @@ class ServeSettings(BaseSettings):
     startup_timeout_seconds: float = Field(10.0, ge=0, description="Retry the first load this long (backoff)")
     drain_seconds: float = Field(10.0, ge=0, description="Keep a replaced model while pinned robots use it")
     max_retired: int = Field(2, ge=0, description="Most replaced models kept in memory for pinned robots")
-    # Micro-batching and robot safety (issue 6; DESIGN §3.3, §3.3a).
+    # Micro-batching and robot safety (issue 6; docs/architecture.md, "Serving hot path").
     max_queue_delay_ms: float = Field(
         default=0.0,
         ge=0,

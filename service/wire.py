@@ -1,4 +1,4 @@
-"""The wire contract of `/act` (DESIGN §3.3): imports neither fastapi nor onnxruntime, so a robot
+"""The wire contract of `/act` (docs/architecture.md): imports neither fastapi nor onnxruntime, so a robot
 controller can depend on it alone."""
 
 from __future__ import annotations

@@ -1,15 +1,20 @@
-"""Shared test helpers: a real uvicorn server on a free loopback port, in a background thread."""
+"""Shared test helpers: a real uvicorn server on a free loopback port, in a background thread or as a
+`qipo serve` process."""
 
 from __future__ import annotations
 
 import contextlib
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import httpx
 import uvicorn
 
 
@@ -50,3 +55,32 @@ def running_server(app: Any, timeout: float = 30.0) -> Iterator[Running]:
         yield running
     finally:
         running.stop(timeout)
+
+
+@contextlib.contextmanager
+def qipo_server(args: list[str], cwd: Path, env: dict[str, str], timeout: float = 60.0) -> Iterator[str]:
+    """`qipo serve ARGS` as a process on a free loopback port; yields its URL once /readyz answers 200."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", "serve", *args, "--port", str(port)],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + timeout
+        while True:
+            assert server.poll() is None, server.stdout.read().decode() if server.stdout else ""
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "server did not become ready"
+            time.sleep(0.2)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

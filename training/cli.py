@@ -5,16 +5,32 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
 
-console = Console()
+if TYPE_CHECKING:
+    from training.data import TransitionDataset
+
+console = Console(soft_wrap=True)  # a message stays one line in a log, whatever the width
 data_app = typer.Typer(help="Make and inspect offline datasets.", no_args_is_help=True)
+RUN_DATASET_FILE = "dataset.json"  # the run's record of its data and env (read by eval and export)
+
+DatasetArg = Annotated[
+    str, typer.Argument(help="Minari dataset dir or id (local cache), D4RL-style .hdf5/.h5, or .npz")
+]
+EnvOpt = Annotated[
+    str | None, typer.Option("--env", help="gymnasium env id; overrides the one the dataset records")
+]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars (also off when not a TTY)")]
 
 
 def fail(message: str) -> typer.Exit:
@@ -27,6 +43,35 @@ def set_threads(threads: int | None) -> None:
 
     if threads:
         torch.set_num_threads(threads)
+
+
+def show_progress(quiet: bool) -> bool:
+    """Bars only for a person watching: a redirected log gets no carriage-return spam."""
+    return not quiet and sys.stderr.isatty()
+
+
+@contextmanager
+def warnings_as_lines() -> Iterator[None]:
+    """Show warnings raised inside as `warning: …` lines on stderr, without Python's file:line noise."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            for item in caught:
+                if issubclass(item.category, UserWarning):
+                    typer.echo(f"warning: {item.message}", err=True)
+
+
+def load_data(dataset: str, env: str | None) -> TransitionDataset:
+    """`load_dataset` with its refusals as one `error:` line and its warnings as `warning:` lines."""
+    from training.data import DatasetError, load_dataset
+
+    with warnings_as_lines():
+        try:
+            return load_dataset(dataset, env_id=env)
+        except DatasetError as exc:
+            raise fail(str(exc)) from exc
 
 
 @data_app.command("make")
@@ -58,14 +103,16 @@ def data_make(
         ),
     ] = False,
     seed: int = 0,
+    quiet: QuietOpt = False,
 ) -> None:
     """Generate datasets locally as Minari datasets (`<out>/<env>/<kind>-v0`)."""
     wanted = tuple(k.strip() for k in kinds.split(",") if k.strip()) if kinds else None
+    progress = show_progress(quiet)
     try:
         if env == "pendulum":
             from training.data.pendulum import KINDS, make_pendulum_datasets
 
-            paths = make_pendulum_datasets(out.resolve(), wanted or KINDS, episodes, seed)
+            paths = make_pendulum_datasets(out.resolve(), wanted or KINDS, episodes, seed, progress=progress)
         elif env in ("hopper", "halfcheetah"):
             from training.data.mujoco import KINDS as MUJOCO_KINDS
             from training.data.mujoco import make_mujoco_datasets
@@ -80,6 +127,7 @@ def data_make(
                 transitions=transitions,
                 seed=seed,
                 train=train_sac,
+                progress=progress,
             )
         else:
             raise fail(f"unknown env {env!r}: choose pendulum, hopper or halfcheetah")
@@ -90,21 +138,82 @@ def data_make(
 
 
 @data_app.command("inspect")
-def data_inspect(path: Path) -> None:
-    """Validate a dataset (Minari dir, .hdf5, .npz) and print its summary."""
-    from training.data import DatasetError, load_dataset
+def data_inspect(dataset: DatasetArg, env: EnvOpt = None) -> None:
+    """Validate a dataset and print its summary: sizes, returns, env id and action bounds, and where the
+    env id and the bounds came from."""
+    typer.echo(json.dumps(load_data(dataset, env).describe(), indent=2))
+
+
+def apply_sets(config: dict[str, Any], assignments: list[str]) -> dict[str, Any]:
+    """`key=value` (dotted keys reach nested fields, e.g. network.hidden=256) onto a config dict. Values
+    are JSON when they parse (3, 0.99, true, null, "auto"), else plain strings (auto, qipo-diff)."""
+    out = json.loads(json.dumps(config))
+    for item in assignments:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise fail(f"--set {item!r}: use key=value, e.g. --set gamma=0.995 or --set network.hidden=256")
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw
+        *parents, leaf = key.strip().split(".")
+        node = out
+        for i, part in enumerate(parents):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise fail(f"--set {item!r}: {'.'.join(parents[: i + 1])} is not a nested config")
+            node = child
+        node[leaf] = value
+    return out
+
+
+def config_error(exc: Exception) -> str:
+    """A pydantic ValidationError as one line: `field.path: reason` per error (unknown fields list the
+    known ones)."""
+    from pydantic import BaseModel, ValidationError
+
+    from training.config import QIPOConfig
+
+    if not isinstance(exc, ValidationError):
+        return str(exc).splitlines()[0]
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        text = f"{loc or 'config'}: {err['msg']}"
+        if err["type"] == "extra_forbidden":
+            model: type[BaseModel] = QIPOConfig
+            for part in err["loc"][:-1]:
+                field = model.model_fields.get(str(part))
+                annotation = field.annotation if field else None
+                if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                    model = annotation
+            text += f" (known: {', '.join(model.model_fields)})"
+        parts.append(text)
+    return "; ".join(parts)
+
+
+def check_env(env_id: str, obs_dim: int, act_dim: int, what: str) -> None:
+    from training.envs import EnvError, check_fits
 
     try:
-        ds = load_dataset(path)
-    except DatasetError as exc:
+        check_fits(env_id, obs_dim, act_dim, what)
+    except EnvError as exc:
         raise fail(str(exc)) from exc
-    typer.echo(json.dumps(ds.describe(), indent=2))
 
 
 def train_command(
-    dataset: Annotated[Path, typer.Argument(help="Minari dataset dir, .hdf5 or .npz")],
+    dataset: DatasetArg,
     out: Annotated[Path, typer.Option(help="Run directory (checkpoint, metrics.jsonl, eval.json)")],
+    env: EnvOpt = None,
     config: Annotated[Path | None, typer.Option(help="JSON file with QIPOConfig fields")] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="key=value for any QIPOConfig field, repeatable; dotted for nested "
+            "(--set gamma=0.995 --set network.hidden=256 --set reward_scale=auto)",
+        ),
+    ] = None,
     algo: Annotated[str | None, typer.Option(help="qipo | bc")] = None,
     variant: Annotated[str | None, typer.Option(help="qipo-ot | qipo-diff")] = None,
     behavior_steps: Annotated[int | None, typer.Option(help="K1")] = None,
@@ -126,15 +235,23 @@ def train_command(
     behavior_from: Annotated[Path | None, typer.Option(help="Reuse this run's behaviour policy")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its checkpoint")] = False,
     eval_episodes: Annotated[int, typer.Option(help="Episodes evaluated at the end (0: skip)")] = 10,
+    device: Annotated[str, typer.Option(help="auto (CUDA when torch sees it) | cpu | cuda")] = "auto",
     threads: Annotated[int | None, typer.Option(help="torch threads")] = None,
     checkpoint_every: Annotated[int, typer.Option(help="Save a checkpoint every N steps")] = 2000,
+    quiet: QuietOpt = False,
 ) -> None:
     """Train a QIPO (or BC) flow policy offline."""
+    from pydantic import ValidationError
+
     from training.config import QIPOConfig
-    from training.data import DatasetError, load_dataset
+    from training.device import DeviceError, on_device, resolve_device, seat_generator, state_to
     from training.qipo import QIPOTrainer, load_checkpoint
 
     set_threads(threads)
+    try:
+        dev = resolve_device(device)
+    except DeviceError as exc:
+        raise fail(str(exc)) from exc
     overrides: dict[str, Any] = {
         k: v
         for k, v in dict(
@@ -159,59 +276,88 @@ def train_command(
     }
     try:
         base = json.loads(config.read_text()) if config else {}
-        cfg = QIPOConfig.model_validate(base | overrides)
     except (OSError, ValueError) as exc:
-        raise fail(f"bad config: {exc}") from exc
+        raise fail(f"bad config {config}: {exc}") from exc
     try:
-        ds = load_dataset(dataset)
-    except DatasetError as exc:
-        raise fail(str(exc)) from exc
-    trainer = QIPOTrainer(ds, cfg)
-    if resume:
+        cfg = QIPOConfig.model_validate(apply_sets(base | overrides, set_ or []))
+    except (ValidationError, ValueError) as exc:
+        raise fail(f"bad config: {config_error(exc)}") from exc
+    ds = load_data(dataset, env)
+    if eval_episodes > 0:
+        if ds.env_id:
+            check_env(ds.env_id, ds.obs_dim, ds.act_dim, f"dataset {ds.name}")
+        else:
+            typer.echo(
+                f"note: {dataset} names no env, so the run will not be evaluated at the end; pass --env "
+                "ENV_ID to evaluate it (and to record the env in the exported model)",
+                err=True,
+            )
+    progress = show_progress(quiet)
+    with on_device(dev):
+        trainer = QIPOTrainer(ds, cfg, progress=progress)
+        if not quiet:
+            console.print(
+                f"{cfg.algo} on {ds.name} ({ds.size} transitions, env {ds.env_id or 'unknown'}): "
+                f"{trainer.total_steps} steps on {dev.type} → {out}"
+            )
+        seat_generator(trainer, dev)
         try:
-            trainer.load_state_dict(load_checkpoint(out))
-        except (FileNotFoundError, ValueError) as exc:
-            raise fail(str(exc)) from exc
-    elif behavior_from is not None:
-        try:
-            trainer.load_behavior(behavior_from)
+            if resume:
+                trainer.load_state_dict(state_to(load_checkpoint(out), dev))
+            elif behavior_from is not None:
+                trainer.load_behavior(behavior_from)
         except (FileNotFoundError, ValueError) as exc:
             raise fail(str(exc)) from exc
     out.mkdir(parents=True, exist_ok=True)
-    (out / "dataset.json").write_text(json.dumps(ds.describe() | {"path": str(dataset)}, indent=2))
-    from training.metrics import MetricsWriter, plot_learning_curves
+    record = ds.describe() | {"path": str(dataset), "device": dev.type}
+    (out / RUN_DATASET_FILE).write_text(json.dumps(record, indent=2))
+    from training.metrics import MetricsWriter, plot_learning_curves, tensorboard_available
 
     def on_step(step: int) -> None:
         if step % checkpoint_every == 0:
             trainer.save(out)
 
-    with MetricsWriter(out, resume=resume) as on_log:
-        trainer.fit(on_log=on_log, on_step=on_step)
-    trainer.save(out)
-    plot_learning_curves(out)
-    summary = trainer.summary()
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    for line in describe_summary(summary):
-        console.print(line)
-    if eval_episodes > 0 and ds.env_id:
-        from training.eval import evaluate
-
-        policy = trainer.policy()
-        refs = ds.ref_scores
-        own = (refs["ref_min_score"], refs["ref_max_score"]) if len(refs) == 2 else None
-        result = evaluate(
-            policy.act_numpy,
-            ds.env_id,
-            eval_episodes,
-            seed=cfg.seed + 10_000,
-            noise_dim=policy.noise_dim,
-            own_refs=own,
-        )
-        (out / "eval.json").write_text(json.dumps(result, indent=2))
-        console.print(
-            f"[bold]{cfg.algo}[/] {ds.name}: return {result['mean_return']:.1f} ± {result['std_return']:.1f}"
-        )
+    with MetricsWriter(out, resume=resume, tensorboard=tensorboard_available()) as writer:
+        with on_device(dev):
+            trainer.fit(on_log=writer, on_step=on_step)
+            trainer.save(out)
+            summary = trainer.summary()
+        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        for line in describe_summary(summary):
+            console.print(line)
+        plot_learning_curves(out)
+        if eval_episodes > 0 and ds.env_id:
+            result = _final_eval(trainer, ds, cfg.seed, eval_episodes, progress)
+            writer.scalars("eval", result, trainer.step)
+            (out / "eval.json").write_text(json.dumps(result, indent=2))
+            console.print(
+                f"[bold]{cfg.algo}[/] {ds.name} in {ds.env_id}: return {result['mean_return']:.1f} ± "
+                f"{result['std_return']:.1f} over {eval_episodes} episodes"
+            )
     console.print(f"run saved in {out}")
+
+
+def _final_eval(
+    trainer: Any, ds: TransitionDataset, seed: int, episodes: int, progress: bool
+) -> dict[str, Any]:
+    """The end-of-training evaluation, on CPU (the env steps there; the policy is small)."""
+    import torch
+
+    from training.eval import evaluate
+
+    assert ds.env_id is not None
+    policy = trainer.policy().to(torch.device("cpu"))
+    refs = ds.ref_scores
+    own = (refs["ref_min_score"], refs["ref_max_score"]) if len(refs) == 2 else None
+    return evaluate(
+        policy.act_numpy,
+        ds.env_id,
+        episodes,
+        seed=seed + 10_000,
+        noise_dim=policy.noise_dim,
+        own_refs=own,
+        progress=progress,
+    )
 
 
 def describe_summary(summary: dict[str, Any]) -> list[str]:
@@ -232,38 +378,92 @@ def describe_summary(summary: dict[str, Any]) -> list[str]:
 
 
 def _act_fn_for(path: Path) -> tuple[Any, str]:
-    """A run directory (torch checkpoint) or an artifact directory (ONNX) → (act_fn, label)."""
-    act, label, _ = _policy_for(path)
-    return act, label
+    """A run or artifact directory → (act_fn, label)."""
+    loaded = _policy_for(path)
+    return loaded.act, loaded.label
 
 
-def _policy_for(path: Path) -> tuple[Any, str, int]:
-    """Like `_act_fn_for`, plus the width of the policy's noise input (N·A for best-of-N)."""
+@dataclass
+class LoadedPolicy:
+    """A policy to evaluate, with the dims and env its run or manifest records."""
+
+    act: Any
+    label: str
+    noise_dim: int
+    obs_dim: int
+    act_dim: int
+    env_id: str | None
+
+
+def _policy_for(path: Path) -> LoadedPolicy:
+    """A run directory (torch checkpoint) or an artifact directory (ONNX) → the policy and its record."""
     if (path / "manifest.json").exists():
         import onnxruntime as ort
 
+        from service.artifact import ArtifactError, read_manifest
+
+        try:
+            manifest = read_manifest(path)
+        except ArtifactError as exc:
+            raise ValueError(str(exc)) from exc
         session = ort.InferenceSession(str(path / "policy.onnx"), providers=["CPUExecutionProvider"])
-        noise_dim = int(next(i for i in session.get_inputs() if i.name == "noise").shape[1])
 
         def act(state: np.ndarray, noise: np.ndarray) -> np.ndarray:
             return np.asarray(session.run(["action"], {"state": state, "noise": noise})[0])
 
-        return act, f"{path.name} (onnx)", noise_dim
+        env_id = manifest.env_id or manifest.dataset.get("env_id")
+        return LoadedPolicy(
+            act, f"{path.name} (onnx)", manifest.noise_width, manifest.obs_dim, manifest.act_dim, env_id
+        )
     from training.qipo import policy_from_checkpoint
 
     policy, cfg, _ = policy_from_checkpoint(path)
-    return policy.act_numpy, f"{path.name} ({cfg.algo})", policy.noise_dim
+    norm = policy.normalizer
+    return LoadedPolicy(
+        policy.act_numpy,
+        f"{path.name} ({cfg.algo})",
+        policy.noise_dim,
+        norm.obs_dim,
+        norm.act_dim,
+        recorded_env(path),
+    )
 
 
-def _evaluate_server(url: str, env: str, episodes: int, seed: int) -> tuple[dict[str, Any], str]:
+def recorded_env(run: Path) -> str | None:
+    """The env id a run directory records (its dataset's, or the --env it was trained with)."""
+    record = run / RUN_DATASET_FILE
+    if not record.exists():
+        return None
+    env_id = json.loads(record.read_text()).get("env_id")
+    return str(env_id) if env_id else None
+
+
+def _evaluate_server(
+    url: str, env: str | None, episodes: int, seed: int, progress: bool
+) -> tuple[dict[str, Any], str]:
     """Closed loop through the server: one request per robot and step with seed=step_seed(...), so the
-    returns equal an in-process evaluation of the same artifact."""
-    from service.client import NoAction, SeededActor, ServerError
+    returns equal an in-process evaluation of the same artifact. The env is the served manifest's unless
+    `env` is given."""
+    import httpx
+
+    from service.client import NoAction, PolicyClient, SeededActor, ServerError
     from training.eval import evaluate
 
+    try:
+        with PolicyClient(url, timeout=10.0) as client:
+            served = client.models()
+    except (httpx.HTTPError, ServerError) as exc:
+        raise fail(f"server {url}: cannot read /v1/models ({exc})") from exc
+    manifest = served["manifest"]
+    env_id = env or manifest.get("env_id") or manifest.get("dataset", {}).get("env_id")
+    what = f"server {url} ({served['name']} v{served['version']})"
+    if not env_id:
+        raise fail(f"{what} serves a model that records no env; pass --env ENV_ID")
+    check_env(env_id, int(manifest["obs_dim"]), int(manifest["act_dim"]), what)
     actor = SeededActor(url)
     try:
-        return evaluate(None, env, episodes, seed, seeded_act=actor), f"{url} (server)"
+        result = evaluate(None, env_id, episodes, seed, seeded_act=actor, progress=progress)
+        return result, f"{url} (server)"
     except (NoAction, ServerError) as exc:
         raise fail(f"server {url}: {exc}") from exc
     finally:
@@ -274,35 +474,47 @@ def eval_command(
     runs: Annotated[
         list[Path] | None, typer.Argument(help="Run directories or exported artifact directories")
     ] = None,
-    env: Annotated[str, typer.Option(help="gymnasium env id")] = "Pendulum-v1",
+    env: Annotated[
+        str | None,
+        typer.Option(help="gymnasium env id (default: the env each run, manifest or server records)"),
+    ] = None,
     episodes: Annotated[int, typer.Option(min=1)] = 10,
     seed: int = 10_000,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the results here")] = None,
     server: Annotated[
         str | None, typer.Option("--server", help="Also evaluate the policy served at this URL (POST /act)")
     ] = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Evaluate policies in gymnasium with fixed seeds and print them side by side."""
     from training.eval import evaluate
 
     if not runs and not server:
         raise fail("nothing to evaluate: give run/artifact directories and/or --server URL")
-    table = Table("policy", "mean return", "std", "normalised (own refs)", "episodes")
+    table = Table("policy", "env", "mean return", "std", "normalised (own refs)", "episodes")
     results = {}
     targets: list[Path | str] = [*(runs or []), *([server] if server else [])]
     for path in targets:
         if isinstance(path, str):
-            res, label = _evaluate_server(path, env, episodes, seed)
+            res, label = _evaluate_server(path, env, episodes, seed, show_progress(quiet))
         else:
             try:
-                act, label, noise_dim = _policy_for(path)
+                loaded = _policy_for(path)
             except (FileNotFoundError, ValueError) as exc:
                 raise fail(str(exc)) from exc
-            res = evaluate(act, env, episodes, seed, noise_dim=noise_dim)
+            env_id = env or loaded.env_id
+            if not env_id:
+                raise fail(f"{path} records no env id (trained before runs recorded one); pass --env ENV_ID")
+            check_env(env_id, loaded.obs_dim, loaded.act_dim, f"{path}")
+            res = evaluate(
+                loaded.act, env_id, episodes, seed, noise_dim=loaded.noise_dim, progress=show_progress(quiet)
+            )
+            label = loaded.label
         results[str(path)] = res
         score = res["normalized_score"]
         table.add_row(
             label,
+            res["env_id"],
             f"{res['mean_return']:.1f}",
             f"{res['std_return']:.1f}",
             "" if score is None else f"{score:.1f}",
@@ -316,18 +528,28 @@ def eval_command(
 def export_command(
     run: Annotated[Path, typer.Argument(help="Run directory written by `qipo train`")],
     out: Annotated[Path, typer.Option(help="Artifact directory to write")],
-    name: Annotated[str, typer.Option(help="Model name in the registry")] = "pendulum-qipo",
+    name: Annotated[
+        str | None,
+        typer.Option(help="Model name in the registry (default: from the dataset, e.g. reacher-mixed)"),
+    ] = None,
+    env: Annotated[
+        str | None, typer.Option("--env", help="gymnasium env id to record (default: the run's)")
+    ] = None,
     scores: Annotated[Path | None, typer.Option(help="`qipo eval --json` output to record")] = None,
 ) -> None:
     """Export the K-step sampler to ONNX with a manifest (parity-checked against torch)."""
-    from training.export import ExportError, export_artifact
+    from training.export import ExportError, export_artifact, model_name_for
     from training.qipo import policy_from_checkpoint
 
     try:
         policy, cfg, _ = policy_from_checkpoint(run)
     except (FileNotFoundError, ValueError) as exc:
         raise fail(str(exc)) from exc
-    dataset = json.loads((run / "dataset.json").read_text()) if (run / "dataset.json").exists() else {}
+    record = run / RUN_DATASET_FILE
+    dataset = json.loads(record.read_text()) if record.exists() else {}
+    env_id = env or dataset.get("env_id")
+    if env:
+        check_env(env, policy.normalizer.obs_dim, policy.normalizer.act_dim, f"run {run}")
     recorded: dict[str, Any] = {}
     if scores is not None:  # `qipo eval --json` keys results by path: keep this run's entry
         by_path = json.loads(scores.read_text())
@@ -339,17 +561,18 @@ def export_command(
         manifest = export_artifact(
             policy,
             out,
-            name=name,
+            name=name or model_name_for(dataset, run),
             variant=variant,
             training_config=cfg.model_dump(mode="json"),
             dataset=dataset,
             scores=recorded,
+            env_id=env_id,
         )
-    except ExportError as exc:
+    except (ExportError, ValueError) as exc:
         raise fail(str(exc)) from exc
     console.print(
-        f"exported {manifest.name} to {out} (parity {manifest.export_parity_max_abs_err:.1e}, "
-        f"sha256 {manifest.files['policy.onnx'].sha256[:12]}…)"
+        f"exported {manifest.name} to {out} (env {manifest.env_id or 'not recorded'}, parity "
+        f"{manifest.export_parity_max_abs_err:.1e}, sha256 {manifest.files['policy.onnx'].sha256[:12]}…)"
     )
 
 

@@ -1,4 +1,4 @@
-"""Critics for QIPO's step 2 (DESIGN §4.2): QGPO's in-support softmax Q-learning (default) or IQL.
+"""Critics for QIPO's step 2 (docs/architecture.md): QGPO's in-support softmax Q-learning (default) or IQL.
 
 softmax-q: the Bellman target only queries Q at actions the behaviour policy would take at s'
 (pre-sampled once), so the critic never bootstraps from out-of-support actions:

@@ -1,4 +1,4 @@
-"""Energy-weighted flow matching (DESIGN §4.1): one implementation of the weighting, used by the RL
+"""Energy-weighted flow matching (docs/architecture.md): one implementation of the weighting, used by the RL
 trainer and the 2-D toys alike.
 
 The minimiser of Σ_i g_i ‖v_θ(x_t^i, t_i) − u_t^i‖² with g = softmax(−βE(x1)) is the exact guided field

@@ -23,7 +23,7 @@ SeededActFn = Callable[[np.ndarray, list[int]], np.ndarray]
 # theirs from the dataset generator (training.data.mujoco writes them into OWN_REFS_FILE-style metadata).
 OWN_REFS: dict[str, tuple[float, float]] = {pendulum.ENV_ID: (pendulum.REF_RANDOM, pendulum.REF_EXPERT)}
 # D4RL's v2 reference returns (random, expert). Our envs are gymnasium v5, so a score against these is
-# "D4RL-style": comparable in spirit only (DESIGN §4.3), and labelled as such wherever it is reported.
+# "D4RL-style": comparable in spirit only (docs/architecture.md), and labelled so wherever it is reported.
 D4RL_V2_REFS: dict[str, tuple[float, float]] = {
     "hopper": (-20.272305, 3234.3),
     "halfcheetah": (-280.178953, 12135.0),

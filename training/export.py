@@ -1,4 +1,4 @@
-"""Export the whole K-step sampler as one ONNX graph plus a manifest (DESIGN §3.1).
+"""Export the whole K-step sampler as one ONNX graph plus a manifest (docs/architecture.md, "Artifact").
 
 Inputs `state` [B, S] (raw) and `noise` [B, A]; output `action` [B, A] in env units. Normalisation, the
 unrolled solver steps and action scaling/clipping are inside the graph. Best-of-N selection (the critic
@@ -9,6 +9,7 @@ Export is refused unless ONNX Runtime matches torch within `atol` at batch 1, 7 
 
 from __future__ import annotations
 
+import re
 import subprocess
 import warnings
 from pathlib import Path
@@ -27,6 +28,16 @@ PARITY_BATCHES = (1, 7, 256)
 
 class ExportError(RuntimeError):
     pass
+
+
+def model_name_for(dataset: dict[str, Any], run: Path) -> str:
+    """The default registry name of a model: its dataset's name as a slug, without a version suffix
+    (`reacher-mixed.hdf5` → `reacher-mixed`, Minari `mujoco/hopper/medium-v0` → `mujoco-hopper-medium`);
+    the run directory's name when the run records no dataset."""
+    raw = str(dataset.get("name") or run.resolve().name)
+    slug = re.sub(r"[^a-z0-9._-]+", "-", raw.lower())
+    slug = re.sub(r"-v\d+$", "", slug).strip("-._")
+    return slug or "policy"
 
 
 def _git_commit() -> str | None:
@@ -81,6 +92,7 @@ def export_artifact(
     training_config: dict[str, Any],
     dataset: dict[str, Any],
     scores: dict[str, Any],
+    env_id: str | None = None,
     atol: float = 1e-5,
 ) -> Manifest:
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -91,6 +103,7 @@ def export_artifact(
     norm = policy.normalizer
     manifest = Manifest(
         name=name,
+        env_id=env_id,
         obs_dim=norm.obs_dim,
         act_dim=norm.act_dim,
         action_low=norm.act_low.tolist(),

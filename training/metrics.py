@@ -1,30 +1,57 @@
 """Run metrics: one JSON object per log record in `metrics.jsonl`, and a PNG of the learning curves
-written beside it (one panel per phase), so a run directory explains itself without a notebook."""
+written beside it (one panel per phase), so a run directory explains itself without a notebook. When the
+`tensorboard` package is installed the same scalars also go to `<run>/tensorboard/` (optional: nothing
+here needs it)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 from typing import IO, Any
 
 METRICS_FILE = "metrics.jsonl"
 CURVES_FILE = "learning_curves.png"
+TENSORBOARD_DIR = "tensorboard"
+
+
+def tensorboard_available() -> bool:
+    return importlib.util.find_spec("tensorboard") is not None
 
 
 class MetricsWriter:
-    """Appends records to `<run_dir>/metrics.jsonl` (truncated first unless resuming), flushed per line."""
+    """Appends records to `<run_dir>/metrics.jsonl` (truncated first unless resuming), flushed per line,
+    and mirrors their numbers as TensorBoard scalars `<phase>/<key>` when `tensorboard` is True."""
 
-    def __init__(self, run_dir: Path, resume: bool = False) -> None:
+    def __init__(self, run_dir: Path, resume: bool = False, tensorboard: bool = False) -> None:
         run_dir.mkdir(parents=True, exist_ok=True)
         self.path = run_dir / METRICS_FILE
         self._fh: IO[str] = self.path.open("a" if resume else "w")
+        self._tb: Any = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(log_dir=str(run_dir / TENSORBOARD_DIR))
 
     def __call__(self, record: dict[str, Any]) -> None:
         self._fh.write(json.dumps(record) + "\n")
         self._fh.flush()
+        if self._tb is not None:
+            self.scalars(str(record.get("phase", "train")), record, int(record.get("step", 0)))
+
+    def scalars(self, group: str, values: dict[str, Any], step: int) -> None:
+        """Numbers of `values` as TensorBoard scalars `<group>/<key>` (no-op without TensorBoard)."""
+        if self._tb is None:
+            return
+        for key, value in values.items():
+            if key != "step" and isinstance(value, int | float) and not isinstance(value, bool):
+                self._tb.add_scalar(f"{group}/{key}", value, step)
+        self._tb.flush()
 
     def close(self) -> None:
         self._fh.close()
+        if self._tb is not None:
+            self._tb.close()
 
     def __enter__(self) -> MetricsWriter:
         return self

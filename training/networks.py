@@ -1,7 +1,7 @@
 """QGPO-style networks: Gaussian Fourier time features, a state embedding and residual blocks.
 
 SiLU in the velocity net, ReLU in the critics: ONNX Runtime's CPU Softplus kernel (used by a default Mish
-export) is slow (DESIGN §3.3a).
+export) is slow (docs/architecture.md, "Serving hot path").
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ ModelFn = Callable[[Tensor, float], Tensor]  # (x, t) -> network output at time 
 
 
 SOLVERS: dict[str, tuple[str, ...]] = {"ot": ("euler", "midpoint"), "vp": ("dpm-solver-2", "ddim")}
-# Default steps per solver: 10 Euler steps for the OT path (DESIGN §4.2); DPM-Solver-2 takes two network
+# Default steps per solver: 10 Euler steps for the OT path (docs/architecture.md); DPM-Solver-2 makes 2 net
 # calls per step, so 8 steps (16 calls) is close to QGPO's 15-call sampler.
 DEFAULT_STEPS: dict[str, int] = {"euler": 10, "midpoint": 5, "dpm-solver-2": 8, "ddim": 15}
 NFE_PER_STEP: dict[str, int] = {"euler": 1, "midpoint": 2, "dpm-solver-2": 2, "ddim": 1}

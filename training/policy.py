@@ -144,7 +144,7 @@ class FlowPolicy(nn.Module):
 
 
 class BestOfNPolicy(FlowPolicy):
-    """Best-of-N action selection by Q, exported in one graph with the critic (DESIGN §4.2).
+    """Best-of-N action selection by Q, exported in one graph with the critic (docs/architecture.md, "QIPO").
 
     state [B, S], noise [B, N·A] (N candidate noises per state, laid out candidate-major within a row)
     → the candidate with the largest min(Q1, Q2), in env units. With N = 1 it equals `FlowPolicy`.

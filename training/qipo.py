@@ -1,4 +1,4 @@
-"""QIPO (Algorithm 2 of arXiv 2503.04975, reconstructed in DESIGN §4.2) as a resumable step loop.
+"""QIPO (Algorithm 2 of arXiv 2503.04975, see docs/architecture.md) as a resumable step loop.
 
 Phases by global step: [0, K1) behaviour warm-up (plain CFM), [K1, K1+K2) softmax-Q critic, then K3 steps
 of policy improvement. In improvement each dataset state s_i owns a support set {a_i1..a_iM} ∪ {a_i^data}
@@ -92,8 +92,8 @@ def support_noise(seed: int, renewal: int, rows: Tensor, m: int, act_dim: int) -
     """[len(rows), m, A] standard normal noise, each row's drawn from its own generator seeded by
     (seed, renewal, row): a state's support set does not depend on when, or beside which others, it is
     drawn."""
-    out = torch.empty(len(rows), m, act_dim)
-    gen = torch.Generator()
+    out = torch.empty(len(rows), m, act_dim, device="cpu")
+    gen = torch.Generator(device="cpu")
     base = (seed * 1_000_003 + renewal) * 10_000_019
     for k, row in enumerate(rows.tolist()):
         gen.manual_seed((base + row) % (1 << 62))
@@ -230,7 +230,8 @@ class QIPOTrainer:
         for lo in bar:
             chunk = rows[lo : lo + rows_per_pass]
             b = len(chunk)
-            noise = support_noise(self.cfg.seed, renewal, chunk, m, a_dim).reshape(b * m, a_dim)
+            noise = support_noise(self.cfg.seed, renewal, chunk.cpu(), m, a_dim).reshape(b * m, a_dim)
+            noise = noise.to(s_norm.device)
             with torch.autocast("cpu", dtype=self.sample_dtype, enabled=self.sample_dtype != torch.float32):
                 x = integrate(net, self.path, s_norm[chunk], noise, self.cfg.steps, repeats=m)
             out[lo : lo + b] = x.float().clamp(-1, 1).reshape(b, m, a_dim)
@@ -312,7 +313,7 @@ class QIPOTrainer:
         """Q(s, a) at dataset actions of the held-out episodes against their discounted returns."""
         if len(self.mc_rows) == 0:
             return {"q_mc_corr": None, "q_mc_bias": None, "q_mc_rows": 0}
-        q = self.critic.q.q_min(self.s[self.mc_rows], self.a[self.mc_rows]).numpy()
+        q = self.critic.q.q_min(self.s[self.mc_rows], self.a[self.mc_rows]).cpu().numpy()
         return critic_vs_returns(q.astype(np.float64), self.mc_returns)
 
     def summary(self) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""The registry interface (DESIGN §3.2): immutable numbered versions per model name, mutable aliases."""
+"""The registry interface (docs/architecture.md, "Registry"): immutable numbered versions per model name,
+mutable aliases."""
 
 from __future__ import annotations
 
@@ -32,6 +33,10 @@ class IntegrityError(RegistryError):
 
 class UnavailableError(RegistryError):
     """The registry's server cannot be reached; callers keep what they have and retry later."""
+
+
+class ShapeError(RegistryError):
+    """A new version would take other observation/action widths than the model's previous version."""
 
 
 CANARY_ALIAS = "canary"
@@ -75,8 +80,12 @@ class Registry(abc.ABC):
     """One interface for every backend, so the CLI and the server never care where versions live."""
 
     @abc.abstractmethod
-    def publish(self, artifact_dir: Path) -> ModelVersion:
-        """Verify the artifact, store it as the next version of `manifest.name`, atomically."""
+    def publish(self, artifact_dir: Path, *, force: bool = False) -> ModelVersion:
+        """Verify the artifact, store it as the next version of `manifest.name`, atomically.
+
+        Refused (ShapeError) when its obs/act widths differ from the previous version's, unless `force`:
+        robots built for one shape would get 422 from every server whose alias moves to the other.
+        """
 
     @abc.abstractmethod
     def models(self) -> list[str]: ...
@@ -176,6 +185,23 @@ class Registry(abc.ABC):
             raise RegistryError(f"alias {alias!r} of {name!r} has no earlier version to roll back to")
         last = moves[-1]
         return self.set_alias(name, alias, last.from_version, expected=last.to_version, reason="rollback")
+
+    def check_shape(self, manifest: Manifest) -> None:
+        """Raise ShapeError when `manifest` changes the dims of its model's latest version."""
+        versions = self.versions(manifest.name)
+        if not versions:
+            return
+        prev = versions[-1]
+        old, new = prev.manifest, manifest
+        if (old.obs_dim, old.act_dim) == (new.obs_dim, new.act_dim):
+            return
+        envs = f" ({old.env_id} → {new.env_id})" if old.env_id != new.env_id else ""
+        raise ShapeError(
+            f"refusing to publish {new.name}: version {prev.version} takes obs_dim={old.obs_dim}, "
+            f"act_dim={old.act_dim} and this artifact obs_dim={new.obs_dim}, act_dim={new.act_dim}{envs}; "
+            "robots of the old shape would get 422 once an alias moves. Export it under another name "
+            "(qipo export --name) or pass --force"
+        )
 
     def ping(self) -> bool:
         """True when the backend answers (a directory always does)."""

@@ -44,9 +44,13 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 class DirectoryRegistry(Registry):
+    """Created on the first write (publish, alias move): reading a registry never makes a directory."""
+
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+
+    def exists(self) -> bool:
+        return self.root.is_dir()
 
     def __repr__(self) -> str:
         return f"DirectoryRegistry({str(self.root)!r})"
@@ -64,11 +68,13 @@ class DirectoryRegistry(Registry):
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
-    def publish(self, artifact_dir: Path) -> ModelVersion:
+    def publish(self, artifact_dir: Path, *, force: bool = False) -> ModelVersion:
         try:
             manifest = verify_artifact(Path(artifact_dir))
         except ArtifactError as exc:
             raise RegistryError(f"refusing to publish: {exc}") from exc
+        if not force:
+            self.check_shape(manifest)
         versions_dir = self._model_dir(manifest.name) / "versions"
         versions_dir.mkdir(parents=True, exist_ok=True)
         staging = self._model_dir(manifest.name) / f".staging-{uuid.uuid4().hex}"
@@ -95,6 +101,8 @@ class DirectoryRegistry(Registry):
         return max(existing, default=0) + 1
 
     def models(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
         return sorted(p.name for p in self.root.iterdir() if (p / "versions").is_dir())
 
     def versions(self, name: str) -> list[ModelVersion]:
@@ -143,6 +151,7 @@ class DirectoryRegistry(Registry):
         return move
 
     def _bump_generation(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
         with (self.root / ".generation.lock").open("a") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             _write_atomic(self.root / "generation", str(self.generation() + 1))

@@ -214,12 +214,14 @@ class RedisRegistry(Registry):
         self._call(_ping)
 
     # versions -------------------------------------------------------------------------------------------
-    def publish(self, artifact_dir: Path) -> ModelVersion:
+    def publish(self, artifact_dir: Path, *, force: bool = False) -> ModelVersion:
         artifact_dir = Path(artifact_dir)
         try:
             manifest = verify_artifact(artifact_dir)
         except ArtifactError as exc:
             raise RegistryError(f"refusing to publish: {exc}") from exc
+        if not force:
+            self.check_shape(manifest)
         manifest_bytes = (artifact_dir / MANIFEST_NAME).read_bytes()
         digest = hashlib.sha256(manifest_bytes).hexdigest()
         sid = uuid.uuid4().hex

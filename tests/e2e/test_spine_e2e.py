@@ -6,13 +6,12 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 
 from tests.conftest import TINY_CONFIG
-from tests.helpers import free_port
+from tests.helpers import qipo_server
 
 QIPO = [sys.executable, "-m", "service.cli"]
 
@@ -69,31 +68,10 @@ def test_dataset_to_act_through_the_cli(tmp_path: Path) -> None:
     )
     assert "production" in qipo("registry", "list", "--registry", registry, cwd=repo)
 
-    port = free_port()
-    server = subprocess.Popen(
-        [*QIPO, "serve", "--registry", registry, "--port", str(port)],
-        cwd=repo,
-        env=env | {"QIPO_CACHE_DIR": str(tmp_path / "cache")},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            assert server.poll() is None, server.stdout.read().decode() if server.stdout else ""
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server did not become ready"
-            time.sleep(0.2)
+    args = ["--registry", registry]
+    with qipo_server(args, cwd=repo, env=env | {"QIPO_CACHE_DIR": str(tmp_path / "cache")}) as url:
         body = httpx.post(f"{url}/act", json={"state": [1.0, 0.0, 0.0]}).json()
         assert body["version"] == 1 and -2.0 <= body["action"][0] <= 2.0
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def test_cli_errors_are_one_readable_line(tmp_path: Path) -> None:

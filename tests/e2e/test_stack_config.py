@@ -1,5 +1,5 @@
 """The deploy files agree with the code: every metric the dashboard queries exists with that name
-(DESIGN §3.4), probes and healthchecks hit real routes, and the compose topology keeps its promises
+(docs/architecture.md), probes and healthchecks hit real routes, and the compose topology keeps its promises
 (replicas, AOF, service_healthy ordering, GPU reservation). Syntax and schemas are checked by
 `make lint-deploy` (hadolint, compose-spec, kubernetes-validate, nginx -t, promtool)."""
 
@@ -20,7 +20,7 @@ from service.settings import ServeSettings
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy/grafana/dashboards/qipo.json"
 SUFFIXES = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"], "gauge": [""], "summary": [""]}
-# What the issue asks the dashboard to show, by DESIGN §3.4 name.
+# What the issue asks the dashboard to show, by the metric name in docs/architecture.md.
 REQUIRED = [
     "qipo_act_requests_total",
     "qipo_act_latency_seconds_bucket",

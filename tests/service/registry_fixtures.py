@@ -24,8 +24,8 @@ REDIS_URL = "redis://127.0.0.1:6379/0"
 MODEL = "pendulum-qipo"
 
 
-def build_artifact(out: Path, seed: int, name: str = MODEL) -> Path:
-    """Export an untrained Pendulum-shaped flow policy (obs 3, act 1, bounds ±2) with `seed`."""
+def build_artifact(out: Path, seed: int, name: str = MODEL, obs_dim: int = 3, act_dim: int = 1) -> Path:
+    """Export an untrained flow policy with `seed`, Pendulum-shaped by default (obs 3, act 1, bounds ±2)."""
     import numpy as np
     import torch
 
@@ -35,8 +35,9 @@ def build_artifact(out: Path, seed: int, name: str = MODEL) -> Path:
     from training.policy import FlowPolicy, Normalizer
 
     torch.manual_seed(seed)
-    net = VelocityNet(3, 1, hidden=32, blocks=1, time_dim=8)
-    norm = Normalizer(np.zeros(3), np.ones(3) * 2.0, np.array([-2.0]), np.array([2.0]))
+    net = VelocityNet(obs_dim, act_dim, hidden=32, blocks=1, time_dim=8)
+    bound = 2.0 * np.ones(act_dim)
+    norm = Normalizer(np.zeros(obs_dim), np.ones(obs_dim) * 2.0, -bound, bound)
     policy = FlowPolicy(net, norm, OTPath(), steps=4)
     export_artifact(
         policy, out, name=name, variant="bc", training_config={"seed": seed}, dataset={}, scores={}

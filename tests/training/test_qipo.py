@@ -1,4 +1,4 @@
-"""QIPO's support sets and weights (DESIGN §4.2 step 3), best-of-N selection and config resolution."""
+"""QIPO's support sets and weights (docs/architecture.md, step 3), best-of-N and config resolution."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from training.data.dataset import DatasetError, TransitionDataset
+from training.data.dataset import DatasetError, TransitionDataset, from_arrays
 
 
 @dataclass
@@ -110,7 +110,7 @@ def write_minari(
     return target
 
 
-def load_minari(path: Path) -> TransitionDataset:
+def load_minari(path: Path, env_id: str | None = None) -> TransitionDataset:
     """Flatten a Minari dataset directory (the one holding `data/`, or `data/` itself)."""
     from minari.dataset.minari_dataset import MinariDataset
 
@@ -118,7 +118,38 @@ def load_minari(path: Path) -> TransitionDataset:
     data_dir = path / "data" if (path / "data").is_dir() else path
     if not (data_dir / "metadata.json").exists():
         raise DatasetError(f"{path} is not a Minari dataset (no data/metadata.json)")
-    ds = MinariDataset(data_dir)
+    return flatten_minari(MinariDataset(data_dir), str(path), path.name, env_id)
+
+
+def load_minari_id(dataset_id: str, env_id: str | None = None) -> TransitionDataset:
+    """A Minari dataset by id from the local cache (`MINARI_DATASETS_PATH`, default ~/.minari/datasets).
+
+    Nothing is downloaded: training reads only what is on disk, so the error says how to fetch it.
+    """
+    try:
+        import minari
+    except ImportError as exc:
+        raise DatasetError(
+            f"{dataset_id!r} looks like a Minari dataset id, but minari is not installed: "
+            "pip install -e '.[train]'"
+        ) from exc
+    from minari.storage.datasets_root_dir import get_dataset_path
+
+    try:
+        ds = minari.load_dataset(dataset_id, download=False)
+    except FileNotFoundError as exc:
+        raise DatasetError(
+            f"Minari dataset {dataset_id!r} is not in the local cache ({get_dataset_path(dataset_id)}); "
+            f"download it with `minari download {dataset_id}` on a machine with internet (then copy the "
+            "directory here), or point MINARI_DATASETS_PATH at the cache that holds it"
+        ) from exc
+    except (ValueError, OSError) as exc:
+        raise DatasetError(f"Minari dataset {dataset_id!r} cannot be read: {exc}") from exc
+    return flatten_minari(ds, dataset_id, dataset_id, env_id)
+
+
+def flatten_minari(ds: Any, source: str, default_name: str, env_id: str | None) -> TransitionDataset:
+    """Episodes → flat transitions; every episode's last row is a termination or a truncation."""
     cols: dict[str, list[np.ndarray]] = {k: [] for k in ("obs", "next", "act", "rew", "term", "trunc")}
     for ep in ds.iterate_episodes():
         obs = np.asarray(ep.observations, dtype=np.float32)
@@ -130,11 +161,18 @@ def load_minari(path: Path) -> TransitionDataset:
         trunc = np.asarray(ep.truncations, dtype=bool).copy()
         trunc[-1] |= not bool(ep.terminations[-1])  # an episode that ends without terminating was cut off
         cols["trunc"].append(trunc)
+    if not cols["obs"]:
+        raise DatasetError(f"{source}: the Minari dataset holds no episodes")
     space = ds.action_space
     meta = ds.storage.metadata
     refs = {k: float(meta[k]) for k in ("ref_min_score", "ref_max_score") if meta.get(k) is not None}
     env_spec = ds.spec.env_spec
-    return TransitionDataset.validated(
+    found, env_source = (env_spec.id, "Minari env_spec") if env_spec else (None, None)
+    if env_id:
+        found, env_source = env_id, "--env"
+    low, high = getattr(space, "low", None), getattr(space, "high", None)
+    declared = low is not None and high is not None and bool(np.isfinite(low).all() & np.isfinite(high).all())
+    return from_arrays(
         {
             "observations": np.concatenate(cols["obs"]),
             "next_observations": np.concatenate(cols["next"]),
@@ -143,10 +181,11 @@ def load_minari(path: Path) -> TransitionDataset:
             "terminals": np.concatenate(cols["term"]),
             "timeouts": np.concatenate(cols["trunc"]),
         },
-        action_low=np.asarray(getattr(space, "low", None), dtype=np.float32),
-        action_high=np.asarray(getattr(space, "high", None), dtype=np.float32),
-        name=str(meta.get("dataset_id", path.name)),
-        env_id=env_spec.id if env_spec else None,
+        action_low=np.asarray(low, dtype=np.float32) if declared else None,
+        action_high=np.asarray(high, dtype=np.float32) if declared else None,
+        name=str(meta.get("dataset_id", default_name)),
+        env_id=found,
+        env_source=env_source,
         ref_scores=refs,
-        source=str(path),
+        source=source,
     )

@@ -1,4 +1,4 @@
-"""Tier-0 data (DESIGN §4.3): Pendulum-v1 with a scripted energy-pumping + PD controller.
+"""Tier-0 data (docs/architecture.md, "Datasets"): Pendulum-v1 with a scripted energy-pumping + PD controller.
 
 The pendulum obeys θ'' = 15·sin θ + 3u (θ = 0 upright), so E = ½θ'² + 15·cos θ is conserved without
 torque and equals 15 at rest upright; dE/dt = 3uθ'. Far from the top the controller pumps energy toward 15
@@ -71,7 +71,7 @@ def plan(kind: str, episodes: int) -> list[tuple[float, str]]:
 
 
 def make_pendulum_datasets(
-    root: Path, kinds: tuple[str, ...] = KINDS, episodes: int = 100, seed: int = 0
+    root: Path, kinds: tuple[str, ...] = KINDS, episodes: int = 100, seed: int = 0, progress: bool = True
 ) -> dict[str, Path]:
     """Generate each kind as the Minari dataset `pendulum/<kind>-v0` under `root`."""
     out: dict[str, Path] = {}
@@ -80,7 +80,9 @@ def make_pendulum_datasets(
         base = seed * 100_000 + k_index * 10_000
         eps = [
             controller_rollout(epsilon_controller(e), base + i)
-            for i, (e, _) in enumerate(tqdm(schedule, desc=f"pendulum/{kind}", unit="ep", leave=False))
+            for i, (e, _) in enumerate(
+                tqdm(schedule, desc=f"pendulum/{kind}", unit="ep", leave=False, disable=not progress)
+            )
         ]
         out[kind] = write_minari(
             root,

@@ -1,5 +1,5 @@
 """2-D toys where the exact energy-guided law is known: the numerical check of EFM's exactness
-(DESIGN §4.1, Theorem 4.3 of arXiv 2503.04975). `qipo toy bench` runs it."""
+(docs/architecture.md, Theorem 4.3 of arXiv 2503.04975). `qipo toy bench` runs it."""
 
 from training.toy.bench import BenchConfig, BenchResult, run_bench, write_outputs
 from training.toy.datasets import DATASETS, ToyDataset, get_dataset

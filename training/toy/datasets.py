@@ -1,7 +1,7 @@
 """The six 2-D toys of QGPO/CEP (Lu et al. 2023) with their energies, vectorised and seeded.
 
 QGPO's generators return, with every point, a scalar it calls "energy" but uses as a *value*: its
-guided target is p(x)·exp(β·value). Our contract is q ∝ p·exp(−βE) (DESIGN §4.1), so E = −value;
+guided target is p(x)·exp(β·value). Our contract is q ∝ p·exp(−βE) (docs/architecture.md), so E = −value;
 the laws and values below follow QGPO's definitions. Where QGPO spaces points on a fixed `linspace`
 (moons, rings), we draw the angle uniformly instead: the same law in the limit, but every sample is iid,
 which the exact resampler and the distances need. The value of 8gaussians, moons, rings and 2spirals
