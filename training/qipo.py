@@ -198,10 +198,11 @@ class QIPOTrainer:
             return "critic"
         return "improve"
 
-    def _scheduler(self, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    def _scheduler(self, steps: int, lr: float | None = None) -> torch.optim.lr_scheduler.LambdaLR:
+        lr = self.cfg.lr if lr is None else lr
         for group in self.opt.param_groups:
-            group["lr"] = self.cfg.lr
-            group["initial_lr"] = self.cfg.lr
+            group["lr"] = lr
+            group["initial_lr"] = lr
         fn = cosine_lambda(steps) if self.cfg.lr_schedule == "cosine" else (lambda k: 1.0)
         return torch.optim.lr_scheduler.LambdaLR(self.opt, fn)
 
@@ -386,7 +387,7 @@ class QIPOTrainer:
                 self.net, self.sample_states, rows, self.cfg.critic_support, 0, "critic's behaviour samples"
             )
         if step == self.k1 + self.k2 and self.k3 > 0:
-            self.sched = self._scheduler(self.k3)
+            self.sched = self._scheduler(self.k3, self.cfg.improve_lr)
         improve_step = step - self.k1 - self.k2
         if self.k3 > 0 and 0 <= improve_step < self.k3 and improve_step % self.cfg.renew_every == 0:
             self.renew_support()
@@ -494,8 +495,10 @@ class QIPOTrainer:
         self.critic.load_state_dict(state["critic"])
         self.step = int(state["step"])
         self.renewals = int(state["renewals"])
-        phase_steps = self.k3 if self.step >= self.k1 + self.k2 else self.k1
-        self.sched = self._scheduler(phase_steps)
+        improving = self.step >= self.k1 + self.k2
+        self.sched = self._scheduler(
+            self.k3 if improving else self.k1, self.cfg.improve_lr if improving else None
+        )
         self.opt.load_state_dict(state["opt"])
         self.sched.load_state_dict(state["sched"])
         self.gen.set_state(state["gen"])
