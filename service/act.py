@@ -158,11 +158,10 @@ def _numeric(value: Any) -> np.ndarray | None:
         arr = value
     else:
         return None
-    kind = arr.dtype.kind
-    if kind == "f":
+    if arr.dtype == np.float64 or arr.dtype == np.float32:
         return arr
-    if kind in "iu" and arr.dtype.itemsize <= 8:
-        return arr.astype(np.float64)  # as pydantic: int → Python float, then float32 below
+    if arr.dtype.kind in "iuf" and arr.dtype.itemsize <= 8:
+        return arr.astype(np.float64)  # as pydantic (int → Python float), and ±F32_MAX stays comparable
     return None
 
 
