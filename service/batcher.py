@@ -77,7 +77,7 @@ class BatchConfig:
     executor: Executor = "inline"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass pays object.__setattr__ per field, per request
 class ActResult:
     actions: np.ndarray  # [n, A] float32, inside the bounds
     saturated: np.ndarray  # [n] bool: a row at (or clipped to) a bound
