@@ -126,6 +126,101 @@ def serve(kind: str, port: int, registry: str, cache: str, executor: str) -> Non
     )
 
 
+# ----- in process: the ASGI app called directly (no sockets, no uvicorn, no scheduler) ---------------
+INPROC_REQUESTS = 3000  # per concurrency level
+
+
+def asgi_cost(kind: str, registry: str, cache: str) -> None:
+    """Child process: CPU µs per /act request of the ASGI app itself, called directly on uvloop, one at a
+    time and 64 at once; prints JSON. Thread CPU time, so other jobs on the box do not inflate it."""
+    import gc
+
+    import uvloop
+
+    if kind == "floor":
+        app = floor_app()
+    else:
+        from service.app import create_app
+        from service.settings import ServeSettings
+
+        app = create_app(
+            ServeSettings.model_validate(
+                {"registry": registry, "cache_dir": cache, "model_name": MODEL, "follow_registry": False}
+            )
+        )
+    bodies = [r.split(b"\r\n\r\n", 1)[1] for r in requests_bytes()]
+    headers = [(b"host", b"127.0.0.1"), (b"content-type", b"application/json")]
+    base: dict[str, Any] = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+    }
+    base |= {"scheme": "http", "path": "/act", "raw_path": b"/act", "query_string": b"", "root_path": ""}
+    base |= {"client": ("127.0.0.1", 1), "server": ("127.0.0.1", 8000)}
+
+    async def one(i: int) -> None:
+        body = bodies[i % len(bodies)]
+        scope = {**base, "headers": [*headers, (b"content-length", str(len(body)).encode())]}
+        status = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+
+        await app(scope, receive, send)
+        if status != [200]:
+            raise SystemExit(f"{kind}: /act answered {status}")
+
+    async def measure() -> dict[str, float]:
+        out = {}
+        async with app.router.lifespan_context(app):
+            gc.collect()
+            gc.freeze()
+            for clients in (1, 64):
+                for i in range(200):  # warm-up
+                    await one(i)
+                t0 = time.thread_time_ns()
+                for start in range(0, INPROC_REQUESTS, clients):
+                    await asyncio.gather(*(one(i) for i in range(start, start + clients)))
+                out[str(clients)] = (time.thread_time_ns() - t0) / 1e3 / INPROC_REQUESTS
+        return out
+
+    print(json.dumps(uvloop.run(measure())))
+
+
+def inproc_costs(specs: dict[str, tuple[str, str | None, str | None, Path]], tmp: Path) -> dict[str, Any]:
+    """`asgi_cost` for the floor and every qipo server, each in its own process (its own `service`)."""
+    out: dict[str, Any] = {}
+    for name, (_, arch, _, src) in {"floor": ("floor", None, None, ROOT), **specs}.items():
+        if name != "floor" and not name.endswith(":inline"):
+            continue  # the executor does not change what the app costs in process
+        kind = "floor" if name == "floor" else "qipo"
+        proc = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "_asgi",
+                kind,
+                str(tmp / f"registry-{arch}"),
+                str(tmp / f"inproc-{name}"),
+            ],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(src)},
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise SystemExit(f"in-process run of {name} failed: {proc.stderr.strip()[-500:]}")
+        out[name] = {"model": arch, "us_per_req": json.loads(proc.stdout.strip().splitlines()[-1])}
+    return out
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -454,6 +549,19 @@ def add_overhead(records: list[dict[str, Any]], sampler: dict[str, list[dict[str
         )
 
 
+def add_inproc_overhead(inproc: dict[str, Any], sampler: dict[str, list[dict[str, Any]]]) -> None:
+    """In-process overhead: the app's CPU µs/req − the floor app's − the sampler's µs per row (batch 1 for
+    one request at a time; batch 64 for 64 at once, which one loop tick joins into one call)."""
+    floor = inproc["floor"]["us_per_req"]
+    for info in inproc.values():
+        if info["model"] is None:
+            continue
+        info["overhead_us_per_req"] = {
+            c: us - floor[c] - sampler_us_per_row(sampler[info["model"]], float(c))
+            for c, us in info["us_per_req"].items()
+        }
+
+
 def ratios(records: list[dict[str, Any]], sampler: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     """Per server (arch:executor): req/s, p99, overhead against the floor at the same client count."""
     floor = {r["clients"]: r for r in records if r["server"] == "floor"}
@@ -528,6 +636,23 @@ def write_report(out_dir: Path, result: dict[str, Any]) -> None:
             f"{r['rps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {mb} | "
             f"{r['server_cpu_us_per_req']:.0f} | {per_row} | {overhead} |"
         )
+    lines += [
+        "",
+        "## In process: the ASGI app called directly (thread CPU µs per request)",
+        "",
+        "No sockets, no uvicorn, no scheduler: each app (floor included) is called on uvloop with the same "
+        f"bodies, {INPROC_REQUESTS} requests one at a time, then {INPROC_REQUESTS} as 64 at once; "
+        "overhead = app − floor app − sampler µs/row (batch 1, batch 64). This is what the serving code "
+        "itself costs, and other jobs on the box barely move it.",
+        "",
+        "| app | model | 1 at a time µs/req | overhead | 64 at once µs/req | overhead |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for name, info in result["inproc"].items():
+        us, over = info["us_per_req"], info.get("overhead_us_per_req", {})
+        o1 = f"{over['1']:.0f}" if "1" in over else ""
+        o64 = f"{over['64']:.0f}" if "64" in over else ""
+        lines.append(f"| {name} | {info['model'] or ''} | {us['1']:.0f} | {o1} | {us['64']:.0f} | {o64} |")
     lines += ["", "## Against the floor of the same run", ""]
     for arch, info in result["ratios"].items():
         lines.append(f"**qipo {arch}** (its sampler at batch 1: {info['sampler_ms_batch1']:.3f} ms)")
@@ -682,8 +807,10 @@ def main() -> None:
         finally:
             for proc, _ in servers.values():
                 stop_server(proc)
+        inproc = inproc_costs(specs, tmp_path)
     add_overhead(records, sampler)
-    result = {
+    add_inproc_overhead(inproc, sampler)
+    result: dict[str, Any] = {
         "meta": {
             "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
@@ -696,6 +823,7 @@ def main() -> None:
             "archs": {k: dict(zip(("hidden", "blocks", "steps"), ARCHS[k], strict=True)) for k in archs},
         },
         "records": records,
+        "inproc": inproc,
         "ratios": ratios(records, sampler),
         "sampler": sampler,
     }
@@ -710,5 +838,7 @@ def main() -> None:
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "_serve":
         serve(sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6])
+    elif len(sys.argv) > 1 and sys.argv[1] == "_asgi":
+        asgi_cost(sys.argv[2], sys.argv[3], sys.argv[4])
     else:
         main()
