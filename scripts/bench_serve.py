@@ -130,7 +130,7 @@ def serve(kind: str, port: int, registry: str, cache: str, executor: str) -> Non
 INPROC_REQUESTS = 3000  # per concurrency level
 
 
-def asgi_cost(kind: str, registry: str, cache: str) -> None:
+def asgi_cost(kind: str, registry: str, cache: str, levels: tuple[int, ...] = (1, 64)) -> None:
     """Child process: CPU µs per /act request of the ASGI app itself, called directly on uvloop, one at a
     time and 64 at once; prints JSON. Thread CPU time, so other jobs on the box do not inflate it."""
     import gc
@@ -196,7 +196,7 @@ def asgi_cost(kind: str, registry: str, cache: str) -> None:
     async def measure() -> dict[str, dict[str, float]]:
         out: dict[str, dict[str, float]] = {"us_per_req": {}, "onnx_us_per_req": {}}
         async with app.router.lifespan_context(app):
-            if kind != "floor":  # both the old and the new OnnxPolicy call `self.session.run`
+            if kind != "floor" and levels == (1, 64):  # not under the profiler, whose stacks it would blur
                 policy = (
                     app.state.services.manager.current.policy
                     if hasattr(app.state, "services")
@@ -205,13 +205,17 @@ def asgi_cost(kind: str, registry: str, cache: str) -> None:
                 policy.session = TimedSession(policy.session)
             gc.collect()
             gc.freeze()
-            for clients in (1, 64):
+            for clients in levels:
                 for i in range(200):  # warm-up
                     await one(i)
                 onnx_ns[0] = 0
                 t0 = time.thread_time_ns()
-                for start in range(0, INPROC_REQUESTS, clients):
-                    await asyncio.gather(*(one(i) for i in range(start, start + clients)))
+                if clients == 1:
+                    for i in range(INPROC_REQUESTS):
+                        await one(i)
+                else:
+                    for start in range(0, INPROC_REQUESTS, clients):
+                        await asyncio.gather(*(one(i) for i in range(start, start + clients)))
                 out["us_per_req"][str(clients)] = (time.thread_time_ns() - t0) / 1e3 / INPROC_REQUESTS
                 out["onnx_us_per_req"][str(clients)] = onnx_ns[0] / 1e3 / INPROC_REQUESTS
         return out
@@ -219,33 +223,67 @@ def asgi_cost(kind: str, registry: str, cache: str) -> None:
     print(json.dumps(uvloop.run(measure())))
 
 
-def inproc_costs(specs: dict[str, tuple[str, str | None, str | None, Path]], tmp: Path) -> dict[str, Any]:
-    """`asgi_cost` for the floor and every qipo server, each in its own process (its own `service`)."""
+def inproc_costs(
+    specs: dict[str, tuple[str, str | None, str | None, Path]], tmp: Path, profile_dir: Path | None = None
+) -> dict[str, Any]:
+    """`asgi_cost` for the floor and every inline qipo server, each in its own process (its own `service`).
+
+    With `profile_dir`, one more run per app, one request at a time, under py-spy: the 1-client path
+    without sockets, whose stacks go to serve-profile-inproc-<app>.collapsed and its table to `profile`.
+    """
     out: dict[str, Any] = {}
     for name, (_, arch, _, src) in {"floor": ("floor", None, None, ROOT), **specs}.items():
         if name != "floor" and not name.endswith(":inline"):
             continue  # the executor does not change what the app costs in process
         kind = "floor" if name == "floor" else "qipo"
-        proc = subprocess.run(
-            [
-                sys.executable,
-                __file__,
-                "_asgi",
-                kind,
-                str(tmp / f"registry-{arch}"),
-                str(tmp / f"inproc-{name}"),
-            ],
-            cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(src)},
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
-        )
-        if proc.returncode != 0:
-            raise SystemExit(f"in-process run of {name} failed: {proc.stderr.strip()[-500:]}")
-        out[name] = {"model": arch, **json.loads(proc.stdout.strip().splitlines()[-1])}
+        command = [
+            sys.executable,
+            __file__,
+            "_asgi",
+            kind,
+            str(tmp / f"registry-{arch}"),
+            str(tmp / f"inproc-{name}"),
+        ]
+        out[name] = {"model": arch, **_child_json(name, command, src)}
+        if profile_dir is not None:
+            raw = profile_dir / f"serve-profile-inproc-{name.replace(':', '-')}.collapsed"
+            spy = [
+                py_spy(),
+                "record",
+                "--rate",
+                str(PROFILE_RATE),
+                "--format",
+                "raw",
+                "--function",
+                "-o",
+                str(raw),
+            ]
+            one = _child_json(name, [*spy, "--", *command, "1"], src)
+            out[name]["profile"] = summarize_profile(raw, one["us_per_req"]["1"], within=MEASURED_FRAME)
+            out[name]["profile"]["requests"] = INPROC_REQUESTS
     return out
+
+
+MEASURED_FRAME = "asgi_cost.<locals>.measure"  # the stacks of the measured requests (not start-up)
+
+
+def _child_json(name: str, command: list[str], src: Path) -> dict[str, Any]:
+    """Run a bench child with `src` on the path; its last stdout line is JSON."""
+    proc = subprocess.run(
+        command,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(src)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"in-process run of {name} failed: {proc.stderr.strip()[-500:]}")
+    last = next(
+        line for line in reversed(proc.stdout.splitlines()) if line.startswith("{")
+    )  # py-spy talks too
+    return dict(json.loads(last))
 
 
 def free_port() -> int:
@@ -492,9 +530,12 @@ def short_frame(frame: str) -> tuple[str, str]:
     return frame, f"{top} (stdlib)" if top in sys.stdlib_module_names else top
 
 
-def summarize_profile(raw: Path, cpu_us_per_req: float, top: int = 25) -> dict[str, Any]:
+def summarize_profile(
+    raw: Path, cpu_us_per_req: float, top: int = 25, within: str | None = None
+) -> dict[str, Any]:
     """Self and inclusive CPU µs per request per function, and self µs per package: each function's share
-    of the samples times the server CPU µs/req measured over the same window."""
+    of the samples times the server CPU µs/req measured over the same window (only stacks through a frame
+    named `within`, when given)."""
     self_n: dict[str, int] = {}
     total_n: dict[str, int] = {}
     package_n: dict[str, int] = {}
@@ -502,6 +543,8 @@ def summarize_profile(raw: Path, cpu_us_per_req: float, top: int = 25) -> dict[s
     for line in raw.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():
+            continue
+        if within is not None and f";{within} (" not in f";{stack}":
             continue
         count = int(count_text)
         samples += count
@@ -536,7 +579,8 @@ def profile_markdown(profiles: dict[str, dict[str, Any]], meta: dict[str, Any]) 
         f"{meta['when']} · {meta['machine']} · load average {meta['loadavg_at_start'][0]:.1f} at start, "
         f"{meta['loadavg_at_end'][0]:.1f} at end · py-spy at {PROFILE_RATE} Hz, on-CPU samples only, "
         f"{meta['duration_s']} s per server. µs/req = share of the samples × the server CPU µs/req "
-        "measured over the same window.",
+        "measured over the same window. `in process` sections: the app called directly (no sockets, no "
+        f"uvicorn), {INPROC_REQUESTS} requests one at a time; µs/req = share × that run's thread CPU µs/req.",
     ]
     for name, prof in profiles.items():
         lines += [
@@ -844,7 +888,10 @@ def main() -> None:
         finally:
             for proc, _ in servers.values():
                 stop_server(proc)
-        inproc = inproc_costs(specs, tmp_path)
+        inproc = inproc_costs(specs, tmp_path, args.out if args.profile else None)
+        for name, info in inproc.items():
+            if "profile" in info:
+                profiles[f"in process, one request at a time: {name}"] = info.pop("profile")
     add_overhead(records, sampler)
     add_inproc_overhead(inproc, sampler)
     result: dict[str, Any] = {
@@ -876,6 +923,6 @@ if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "_serve":
         serve(sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6])
     elif len(sys.argv) > 1 and sys.argv[1] == "_asgi":
-        asgi_cost(sys.argv[2], sys.argv[3], sys.argv[4])
+        asgi_cost(sys.argv[2], sys.argv[3], sys.argv[4], tuple(int(c) for c in sys.argv[5:]) or (1, 64))
     else:
         main()
