@@ -259,12 +259,23 @@ def inproc_costs(
                 str(raw),
             ]
             one = _child_json(name, [*spy, "--", *command, "1"], src)
-            out[name]["profile"] = summarize_profile(raw, one["us_per_req"]["1"], within=MEASURED_FRAME)
+            keep_stacks(raw, MEASURED_FRAME, STARTUP_FRAMES)
+            out[name]["profile"] = summarize_profile(raw, one["us_per_req"]["1"])
             out[name]["profile"]["requests"] = INPROC_REQUESTS
     return out
 
 
-MEASURED_FRAME = "asgi_cost.<locals>.measure"  # the stacks of the measured requests (not start-up)
+# The in-process child's stacks without its start-up (imports, app and model loading, warm-up of the model):
+# the requests, including the flushes the event loop runs outside any request's task.
+MEASURED_FRAME = ";run (uvloop/"
+STARTUP_FRAMES = (";_find_and_load (", "lifespan (")
+
+
+def keep_stacks(raw: Path, within: str, without: tuple[str, ...]) -> None:
+    """Rewrite collapsed stacks keeping those that contain `within` and none of `without`."""
+    lines = raw.read_text().splitlines()
+    kept = [line for line in lines if within in f";{line}" and not any(f in f";{line}" for f in without)]
+    raw.write_text("\n".join(kept) + "\n")
 
 
 def _child_json(name: str, command: list[str], src: Path) -> dict[str, Any]:
@@ -531,11 +542,11 @@ def short_frame(frame: str) -> tuple[str, str]:
 
 
 def summarize_profile(
-    raw: Path, cpu_us_per_req: float, top: int = 25, within: str | None = None
+    raw: Path, cpu_us_per_req: float, top: int = 25, within: str | None = None, without: tuple[str, ...] = ()
 ) -> dict[str, Any]:
     """Self and inclusive CPU µs per request per function, and self µs per package: each function's share
-    of the samples times the server CPU µs/req measured over the same window (only stacks through a frame
-    named `within`, when given)."""
+    of the samples times the server CPU µs/req measured over the same window (only the stacks that contain
+    `within`, when given, and none of `without`)."""
     self_n: dict[str, int] = {}
     total_n: dict[str, int] = {}
     package_n: dict[str, int] = {}
@@ -544,7 +555,9 @@ def summarize_profile(
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():
             continue
-        if within is not None and f";{within} (" not in f";{stack}":
+        if within is not None and within not in f";{stack}":
+            continue
+        if any(frame in f";{stack}" for frame in without):
             continue
         count = int(count_text)
         samples += count
