@@ -133,10 +133,13 @@ stack-dashboard: $(STAMP)
 lint-deploy: $(STAMP) stack-deps
 	bash scripts/stack-lint.sh
 
-# Serving benchmark (issue 6): floor vs real server under uvicorn at 1/16/64 clients, ONNX vs torch eager.
+# Serving benchmark (issues 6, 14): floor vs real server under uvicorn at 1/16/64 clients, the app called in
+# process, ONNX vs torch eager. BENCH_SERVE_ARGS="--profile --baseline DIR" adds the py-spy profile and a
+# server run from another source tree (e.g. `git archive <commit> service | tar -x -C DIR`) in the same run.
+BENCH_SERVE_ARGS ?=
 .PHONY: bench-serve
 bench-serve: $(STAMP)
-	$(BIN)/python scripts/bench_serve.py --out docs/bench
+	$(BIN)/python scripts/bench_serve.py --out docs/bench $(BENCH_SERVE_ARGS)
 
 # EFM exactness on the six 2-D toys (issue 5): ~25 min of CPU on one thread; writes docs/bench/toy.*
 .PHONY: bench-toy

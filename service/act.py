@@ -1,12 +1,18 @@
 """`POST /act` and `WS /act/ws`: decode, validate, pick the model, hand the rows to the micro-batcher, answer.
 
-Transport only (openpi style): the model comes from `ModelManager`, the batching and the deadline guard from
-`MicroBatcher`. Which model answers a request is one replaceable function, `ActService.pick_model`, so
-canary routing by `robot_id` plugs in without touching this module.
+Transport only: the model comes from `ModelManager`, the batching and the deadline guard from `MicroBatcher`.
+Which model answers a request is one replaceable function, `ActService.pick_model`, so canary routing by
+`robot_id` plugs in without touching this module.
 
-The body is read and decoded by hand rather than by FastAPI's body parsing: it lets one route take JSON and
-msgpack, answer 415 for anything else, and keeps the per-request overhead small (the OpenAPI schema still
-documents the JSON body, see `ACT_OPENAPI`).
+The hot path stays in arrays. The body is parsed once (orjson, or msgpack whose ndarrays stay ndarrays) and
+the states become one float32 ndarray whose shape and finiteness NumPy checks; no pydantic model is built.
+Anything the fast checks do not accept as it stands (a wrong type, a missing field, a bad number) goes
+through the wire model `ActRequest` and `checked_rows`, which give the 422's exact field, row and reason,
+and accept what pydantic's lax mode coerces, so both paths answer every body the same way.
+
+`ActRoute` serves `POST /act` as a plain ASGI app bound to its app's `ActService`: FastAPI still reads the
+endpoint's signature, `ACT_OPENAPI` and `ActResponse` for the OpenAPI schema, but a request skips the
+per-request dependency solving and Request/Response objects.
 """
 
 from __future__ import annotations
@@ -17,8 +23,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import APIRouter, Request, Response, WebSocket, WebSocketDisconnect
+import numpy as np
+from annotated_types import Ge, Gt, Lt, MaxLen
+from fastapi import Request, Response, WebSocket, WebSocketDisconnect
+from fastapi.routing import APIRoute, APIWebSocketRoute
 from pydantic import ValidationError
+from starlette.routing import BaseRoute
+from starlette.types import Receive, Scope, Send
 
 from service import codec
 from service.batcher import BatchError, MicroBatcher
@@ -30,7 +41,8 @@ from service.wire import ActRequest, ActResponse
 log = logging.getLogger(__name__)
 
 F32_MAX = 3.4028234663852886e38
-ModelPicker = Callable[[ActRequest], LoadedModel]
+# (robot_id, model) -> the model that answers; raises ActError (409 / 503) when there is none.
+ModelPicker = Callable[[str | None, str | None], LoadedModel]
 
 
 class ActError(Exception):
@@ -77,9 +89,108 @@ def checked_rows(body: ActRequest, obs_dim: int, max_rows: int) -> list[list[flo
     return rows
 
 
+# ----- fast path: plain checks that accept a subset of what ActRequest accepts, with the same result ---
+def _constraint(name: str, kind: type, attr: str) -> Any:
+    """One bound of an ActRequest field (max_length, ge, lt, gt), read from the wire model itself."""
+    return next(getattr(m, attr) for m in ActRequest.model_fields[name].metadata if isinstance(m, kind))
+
+
+_FIELDS = frozenset(ActRequest.model_fields)
+_TEXT_FIELDS = tuple(
+    (name, _constraint(name, MaxLen, "max_length")) for name in ("robot_id", "model", "request_id")
+)
+_SEED_MIN, _SEED_END = _constraint("seed", Ge, "ge"), _constraint("seed", Lt, "lt")
+_DEADLINE_GT = _constraint("deadline_ms", Gt, "gt")
+_EXACT_INT = 2**53  # ints up to here become floats exactly, as pydantic's float(x) makes them
+
+
+@dataclass(slots=True)
+class ActInput:
+    """A request as the hot path holds it: the states as one array, the rest as plain values."""
+
+    rows: np.ndarray  # numeric [n, obs_dim] or [obs_dim] before `states_for`, float32 [n, obs_dim] after
+    single: bool  # `state` (one observation) rather than `states`
+    seed: int | None
+    deadline_ms: float | None
+    robot_id: str | None
+    model: str | None
+    request_id: str | None
+
+
+def fast_input(obj: Any) -> ActInput | None:
+    """The request without pydantic, or None when anything is not plainly valid (the slow path decides)."""
+    if type(obj) is not dict or not obj.keys() <= _FIELDS:
+        return None
+    state, states = obj.get("state"), obj.get("states")
+    if (state is None) == (states is None):
+        return None
+    seed = obj.get("seed")
+    if seed is not None and (type(seed) is not int or not _SEED_MIN <= seed < _SEED_END):
+        return None
+    deadline = obj.get("deadline_ms")
+    if deadline is not None:
+        if type(deadline) is int and -_EXACT_INT <= deadline <= _EXACT_INT:
+            deadline = float(deadline)
+        if type(deadline) is not float or not deadline > _DEADLINE_GT:
+            return None
+    for name, max_length in _TEXT_FIELDS:
+        value = obj.get(name)
+        if value is not None and (type(value) is not str or len(value) > max_length):
+            return None
+    single = state is not None
+    rows = _numeric(state if single else states)
+    if rows is None or rows.ndim != (1 if single else 2) or len(rows) == 0:
+        return None
+    return ActInput(
+        rows, single, seed, deadline, obj.get("robot_id"), obj.get("model"), obj.get("request_id")
+    )
+
+
+def _numeric(value: Any) -> np.ndarray | None:
+    """A JSON list or msgpack ndarray of ints/floats as an ndarray (None for anything else: strings, bools,
+    None entries, ragged rows, big ints, which pydantic judges)."""
+    if type(value) is list:
+        try:
+            arr = np.array(value)
+        except (ValueError, TypeError, OverflowError):
+            return None
+    elif type(value) is np.ndarray:
+        arr = value
+    else:
+        return None
+    if arr.dtype == np.float64 or arr.dtype == np.float32:
+        return arr
+    if arr.dtype.kind in "iuf" and arr.dtype.itemsize <= 8:
+        return arr.astype(np.float64)  # as pydantic (int → Python float), and ±F32_MAX stays comparable
+    return None
+
+
+def _validated(obj: Any) -> ActRequest:
+    """The slow path: the wire model judges the body (exact 422s, lax coercions)."""
+    if not isinstance(obj, dict):
+        raise unprocessable([], f"body must be an object with `state` or `states`, got {type(obj).__name__}")
+    try:
+        return ActRequest.model_validate(codec.to_plain(obj))
+    except ValidationError as exc:
+        raise ActError(422, validation_detail(exc)) from None
+
+
+def states_for(inp: ActInput, obs_dim: int, max_rows: int) -> bool:
+    """Shape, batch size and float32 range of the rows; on success `inp.rows` becomes float32 [n, obs_dim]."""
+    rows = inp.rows
+    if rows.shape[-1] != obs_dim or (not inp.single and len(rows) > max_rows):
+        return False
+    # max/min propagate NaN, and the comparison is False for it: one test for NaN, ±Inf and overflow.
+    if not (np.maximum.reduce(rows, axis=None) <= F32_MAX and np.minimum.reduce(rows, axis=None) >= -F32_MAX):
+        return False
+    rows = rows.astype(np.float32, copy=False)
+    inp.rows = rows.reshape(1, obs_dim) if inp.single else rows
+    return True
+
+
 @dataclass
 class ActService:
-    """Everything `/act` needs, built once per app (stored as `app.state.act`)."""
+    """Everything `/act` needs, built once per app (`deps.Services.act`)."""
 
     settings: ServeSettings
     metrics: Metrics
@@ -87,33 +198,39 @@ class ActService:
     batcher: MicroBatcher
     pick_model: ModelPicker
 
-    def __post_init__(self) -> None:
-        self._status = {
-            s: self.metrics.requests.labels(status=str(s)) for s in (200, 413, 415, 422, 503, 504)
-        }
-
     def count(self, status: int, started: float) -> None:
-        counter = self._status.get(status) or self.metrics.requests.labels(status=str(status))
-        counter.inc()
-        self.metrics.latency.observe(time.perf_counter() - started)
+        self.metrics.count(status, time.perf_counter() - started)
 
     async def act(self, obj: Any, started: float, request_id: str | None = None) -> dict[str, Any]:
         """One decoded request → the reply dict; raises ActError for every answer without an action."""
-        if not isinstance(obj, dict):
-            raise unprocessable(
-                [], f"body must be an object with `state` or `states`, got {type(obj).__name__}"
-            )
-        try:
-            body = ActRequest.model_validate(obj)
-        except ValidationError as exc:
-            raise ActError(422, validation_detail(exc)) from None
-        model = self.pick_model(body)
+        inp = fast_input(obj)
+        body = _validated(obj) if inp is None else None
+        if inp is not None:
+            model = self.pick_model(inp.robot_id, inp.model)
+            rid = inp.request_id
+        else:
+            assert body is not None
+            model = self.pick_model(body.robot_id, body.model)
+            rid = body.request_id
+        rid = rid if rid is not None else request_id
         policy = model.policy
         try:
-            rows = checked_rows(body, policy.obs_dim, self.settings.max_batch_rows)
-            deadline = None if body.deadline_ms is None else started + body.deadline_ms / 1e3
+            if inp is None or not states_for(inp, policy.obs_dim, self.settings.max_batch_rows):
+                # The slow path names the field, row and reason (and takes what the fast one could not).
+                body = body or _validated(obj)
+                rows = checked_rows(body, policy.obs_dim, self.settings.max_batch_rows)
+                inp = ActInput(
+                    np.array(rows, dtype=np.float32),
+                    body.state is not None,
+                    body.seed,
+                    body.deadline_ms,
+                    body.robot_id,
+                    body.model,
+                    body.request_id,
+                )
+            deadline = None if inp.deadline_ms is None else started + inp.deadline_ms / 1e3
             try:
-                result = await self.batcher.submit(policy, rows, body.seed, deadline)
+                result = await self.batcher.submit(policy, inp.rows, inp.seed, deadline)
             except BatchError as exc:
                 headers = {"Retry-After": exc.retry_after} if exc.retry_after else None
                 raise ActError(exc.status, exc.detail, headers) from None
@@ -122,35 +239,97 @@ class ActService:
                 "model": model.name,
                 "version": model.version,
                 "timing": {"total_ms": (time.perf_counter() - started) * 1e3},
-                "request_id": body.request_id if body.request_id is not None else request_id,
+                "request_id": rid,
             }
             raise
         done = time.perf_counter()
         reply: dict[str, Any] = {
             "model": model.name,
             "version": model.version,
-            "clipped": bool(result.saturated.any()),
+            "clipped": bool(np.count_nonzero(result.saturated)),
             "timing": {
                 "queue_ms": result.queue_s * 1e3,
                 "infer_ms": result.infer_s * 1e3,
                 "total_ms": (done - started) * 1e3,
             },
-            "request_id": body.request_id if body.request_id is not None else request_id,
+            "request_id": rid,
         }
-        if body.state is not None:
+        if inp.single:
             reply["action"] = result.actions[0]
         else:
             reply["actions"] = result.actions
         return reply
+
+    async def respond(
+        self, body: bytes, content_type: bytes | None, accept: bytes | None, request_id: str | None
+    ) -> tuple[int, bytes, str, dict[str, str] | None]:
+        """One HTTP /act exchange: (status, payload, media type, extra headers)."""
+        started = time.perf_counter()
+        kind = codec.media_type_of(content_type)
+        try:
+            if kind not in codec.MEDIA_TYPES:
+                raise ActError(
+                    415,
+                    f"Content-Type {kind!r} is not accepted; send application/json or application/msgpack",
+                )
+            try:
+                obj = codec.loads_json(body) if kind == codec.JSON else codec.unpackb(body)
+            except codec.CodecError as exc:
+                raise unprocessable([], str(exc)) from None
+            reply = await self.act(obj, started, request_id)
+        except ActError as exc:
+            self.count(exc.status, started)
+            return exc.status, codec.encode(_error_body(exc), codec.JSON), codec.JSON, exc.headers
+        self.count(200, started)
+        reply_kind = (
+            codec.MSGPACK
+            if kind == codec.MSGPACK or (accept is not None and _MSGPACK_BYTES in accept)
+            else codec.JSON
+        )
+        return 200, codec.encode(reply, reply_kind), reply_kind, None
+
+    async def asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """`POST /act` as a plain ASGI app: one pass over the headers, the body, one reply."""
+        content_type = accept = request_id = None
+        for key, value in scope["headers"]:
+            if key == b"content-type":
+                content_type = content_type or value
+            elif key == b"accept":
+                accept = accept or value
+            elif key == b"x-request-id" and request_id is None:
+                request_id = value.decode("latin-1")
+        chunks: list[bytes] = []
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away: nobody to answer
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        status, payload, media, extra = await self.respond(body, content_type, accept, request_id)
+        headers = [(b"content-type", _MEDIA_BYTES[media]), (b"content-length", str(len(payload)).encode())]
+        if extra:
+            headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
+
+
+_MSGPACK_BYTES = codec.MSGPACK.encode()
+_MEDIA_BYTES = {kind: kind.encode() for kind in codec.MEDIA_TYPES}
+
+
+def _error_body(exc: ActError) -> dict[str, Any]:
+    return {"detail": exc.detail, **exc.context}
 
 
 def pick_served(manager: ModelManager) -> ModelPicker:
     """Default routing (`ModelManager.choose`): `model` pins an alias or version this replica has loaded,
     else a canary share by `robot_id` (sticky), else the current model."""
 
-    def pick(body: ActRequest) -> LoadedModel:
+    def pick(robot_id: str | None, ref: str | None) -> LoadedModel:
         try:
-            model = manager.choose(body.robot_id, body.model)
+            model = manager.choose(robot_id, ref)
         except ModelNotLoaded as exc:
             raise ActError(409, str(exc)) from None
         if model is None:
@@ -158,10 +337,6 @@ def pick_served(manager: ModelManager) -> ModelPicker:
         return model
 
     return pick
-
-
-def _error_body(exc: ActError) -> dict[str, Any]:
-    return {"detail": exc.detail, **exc.context}
 
 
 # The body FastAPI cannot infer (the handler reads it itself): documented for clients and schemathesis.
@@ -181,73 +356,69 @@ ACT_RESPONSES: dict[int | str, dict[str, Any]] = {
     504: {"description": "deadline_ms cannot be met: no action is sent, use the robot's fallback"},
 }
 
-router = APIRouter()
 
+class ActRoute(APIRoute):
+    """`POST /act`: documented by FastAPI from `endpoint`, answered by `service.asgi` directly."""
 
-@router.post(
-    "/act",
-    response_model=ActResponse,
-    responses=ACT_RESPONSES,
-    openapi_extra=ACT_OPENAPI,
-    summary="One action (state) or a batch (states) from the served policy",
-)
-async def act(request: Request) -> Response:
-    started = time.perf_counter()
-    service: ActService = request.app.state.act
-    headers = request.headers
-    kind = codec.media_type(headers.get("content-type")) or codec.JSON
-    reply_kind = (
-        codec.MSGPACK if kind == codec.MSGPACK or codec.MSGPACK in headers.get("accept", "") else codec.JSON
-    )
-    try:
-        if kind not in codec.MEDIA_TYPES:
-            raise ActError(
-                415, f"Content-Type {kind!r} is not accepted; send application/json or application/msgpack"
+    def __init__(self, service: ActService) -> None:
+        async def act(request: Request) -> Response:
+            """The operation FastAPI documents; the same exchange as `ActService.asgi`, through a Request."""
+            headers = request.headers
+            status, payload, media, extra = await service.respond(
+                await request.body(),
+                headers.get("content-type", "").encode("latin-1") or None,
+                headers.get("accept", "").encode("latin-1") or None,
+                headers.get("x-request-id"),
             )
+            return Response(payload, status, extra, media)
+
+        super().__init__(
+            "/act",
+            act,
+            methods=["POST"],
+            response_model=ActResponse,
+            responses=ACT_RESPONSES,
+            openapi_extra=ACT_OPENAPI,
+            summary="One action (state) or a batch (states) from the served policy",
+        )
+        self.app = service.asgi
+
+
+def act_routes(service: ActService) -> list[BaseRoute]:
+    """`POST /act` and `WS /act/ws`, bound to one app's service."""
+
+    async def act_ws(websocket: WebSocket) -> None:
+        """A controller streams states and gets one reply per message, in the message's encoding (text:
+        JSON, binary: msgpack). Errors come back as `{"status", "detail"}` and the connection stays open."""
+        await websocket.accept()
         try:
-            obj = codec.decode(await request.body(), kind)
-        except codec.CodecError as exc:
-            raise unprocessable([], str(exc)) from None
-        reply = await service.act(obj, started, headers.get("x-request-id"))
-    except ActError as exc:
-        service.count(exc.status, started)
-        return Response(codec.encode(_error_body(exc), codec.JSON), exc.status, exc.headers, codec.JSON)
-    service.count(200, started)
-    return Response(codec.encode(reply, reply_kind), 200, media_type=reply_kind)
-
-
-@router.websocket("/act/ws")
-async def act_ws(websocket: WebSocket) -> None:
-    """A controller streams states and gets one reply per message, in the message's encoding (text: JSON,
-    binary: msgpack). Errors come back as `{"status", "detail"}` and the connection stays open."""
-    service: ActService = websocket.app.state.act
-    await websocket.accept()
-    try:
-        while True:
-            message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
-                return
-            started = time.perf_counter()
-            data: bytes | None = message.get("bytes")
-            kind = codec.MSGPACK if data is not None else codec.JSON
-            if data is None:
-                data = (message.get("text") or "").encode()
-            try:
-                if len(data) > service.settings.max_body_bytes:
-                    raise ActError(413, f"message of {len(data)} bytes is over max_body_bytes")
+            while True:
+                message = await websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    return
+                started = time.perf_counter()
+                data: bytes | None = message.get("bytes")
+                kind = codec.MSGPACK if data is not None else codec.JSON
+                if data is None:
+                    data = (message.get("text") or "").encode()
                 try:
-                    obj = codec.decode(data, kind)
-                except codec.CodecError as exc:
-                    raise unprocessable([], str(exc)) from None
-                reply = await service.act(obj, started)
-                service.count(200, started)
-            except ActError as exc:
-                service.count(exc.status, started)
-                reply = {"status": exc.status, **_error_body(exc)}
-            payload = codec.encode(reply, kind)
-            if kind == codec.MSGPACK:
-                await websocket.send_bytes(payload)
-            else:
-                await websocket.send_text(payload.decode())
-    except WebSocketDisconnect:
-        return
+                    if len(data) > service.settings.max_body_bytes:
+                        raise ActError(413, f"message of {len(data)} bytes is over max_body_bytes")
+                    try:
+                        obj = codec.unpackb(data) if kind == codec.MSGPACK else codec.loads_json(data)
+                    except codec.CodecError as exc:
+                        raise unprocessable([], str(exc)) from None
+                    reply = await service.act(obj, started)
+                    service.count(200, started)
+                except ActError as exc:
+                    service.count(exc.status, started)
+                    reply = {"status": exc.status, **_error_body(exc)}
+                payload = codec.encode(reply, kind)
+                if kind == codec.MSGPACK:
+                    await websocket.send_bytes(payload)
+                else:
+                    await websocket.send_text(payload.decode())
+        except WebSocketDisconnect:
+            return
+
+    return [ActRoute(service), APIWebSocketRoute("/act/ws", act_ws)]

@@ -9,24 +9,21 @@ from __future__ import annotations
 import hmac
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
 from service import canary
-from service.follower import Follower
-from service.models import ModelManager
+from service.deps import FollowerDep, ManagerDep, SettingsDep
 from service.registry import ConflictError, NotFoundError, RegistryError, UnavailableError
-from service.settings import ServeSettings
 
 bearer = HTTPBearer(auto_error=False)
 
 
-def require_admin(
-    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+async def require_admin(
+    settings: SettingsDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 ) -> None:
-    settings: ServeSettings = request.app.state.settings
     if settings.admin_token is None or not settings.admin_token.get_secret_value():
         raise HTTPException(
             403, detail="admin routes are disabled: set QIPO_ADMIN_TOKEN on the server to enable"
@@ -68,9 +65,8 @@ def _http_error(exc: RegistryError) -> HTTPException:
 
 
 @router.post("/reload")
-async def reload(request: Request) -> dict[str, Any]:
+async def reload(follower: FollowerDep) -> dict[str, Any]:
     """Sync with the registry now and retry versions whose load failed."""
-    follower: Follower = request.app.state.follower
     try:
         return await run_in_threadpool(follower.reload)
     except RegistryError as exc:
@@ -78,10 +74,8 @@ async def reload(request: Request) -> dict[str, Any]:
 
 
 @router.post("/promote")
-async def promote(request: Request, body: PromoteRequest) -> dict[str, Any]:
+async def promote(body: PromoteRequest, manager: ManagerDep, follower: FollowerDep) -> dict[str, Any]:
     """Move an alias (atomic compare-and-set) and load it here; other replicas follow the stream."""
-    manager: ModelManager = request.app.state.manager
-    follower: Follower = request.app.state.follower
     name = manager.settings.model_name
 
     def run() -> dict[str, Any]:

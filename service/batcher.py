@@ -3,11 +3,15 @@
 Each request's whole K-step ODE trajectory runs inside one ONNX call (the fused sampler), so batching is
 just stacking the states of every request that is waiting and calling the session once.
 
-When to flush (docs/architecture.md): at the end of the event-loop tick a request arrived in, with no fixed
-wait. Every request whose handler ran in the same tick joins the batch; while a batch computes, the next
-one fills by itself. A fixed wait cannot fill a batch at low load and only adds latency (a 1 ms wait cost
-a single client more than half its throughput), so `max_queue_delay_ms` defaults to 0 and exists for
-GPUs, where a bigger batch is nearly free.
+When to flush: at the end of the event-loop tick in which a request arrived, with no fixed wait. Every
+request whose handler ran in the same tick joins the batch; while a batch computes, the next one fills by
+itself. A fixed wait cannot fill a batch at low load and only adds latency (a 1 ms wait cost a single client
+more than half its throughput), so `max_queue_delay_ms` defaults to 0 and exists for GPUs, where a bigger
+batch is nearly free.
+
+With the inline executor the first request of a tick leads: it yields once (`asyncio.sleep(0)`, the same
+one pass a scheduled flush would wait) and then runs the flush itself, so its own answer needs no future
+and no second wake-up; the others of the tick get theirs through their futures.
 
 Where the ONNX call runs (`executor`): "inline" (default) runs it on the event loop; "thread" hands the
 batch to one worker thread, so the loop keeps reading requests while ONNX Runtime (which releases the GIL)
@@ -16,7 +20,8 @@ within the run-to-run noise (docs/bench/serve.md), so the default is the one wit
 "thread" is for a GPU or a model whose call is long enough that stalling the loop for it hurts.
 
 Rows are independent in the graph and ONNX Runtime's CPU kernels give bit-identical rows whatever the batch,
-so a request gets the same action for the same seed alone or batched (tested).
+so a request gets the same action for the same seed alone or batched (tested). The batcher knows models only
+through `service.policy.Policy`; the seed-to-noise rule is `service.policy.seeded_noise`.
 
 Robot safety lives here too: a request whose deadline cannot be met is answered "no action" (504) before
 any compute is spent on it, and an action finished after its deadline is never sent.
@@ -35,7 +40,7 @@ from typing import Literal
 import numpy as np
 
 from service.metrics import Metrics
-from service.runtime import OnnxPolicy
+from service.policy import Policy, seeded_noise
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +77,7 @@ class BatchConfig:
     executor: Executor = "inline"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass pays object.__setattr__ per field, per request
 class ActResult:
     actions: np.ndarray  # [n, A] float32, inside the bounds
     saturated: np.ndarray  # [n] bool: a row at (or clipped to) a bound
@@ -81,14 +86,15 @@ class ActResult:
     batch_rows: int
 
 
-@dataclass
+@dataclass(slots=True)
 class _Item:
-    policy: OnnxPolicy
-    rows: list[list[float]]
+    policy: Policy
+    states: np.ndarray  # [n, obs_dim] float32
     seed: int | None
     future: asyncio.Future[ActResult]
     enqueued: float
     deadline: float | None  # perf_counter seconds
+    rows: int = field(default=0)
     started: float = field(default=0.0)
 
 
@@ -114,28 +120,45 @@ class MicroBatcher:
 
     # ----- public -------------------------------------------------------------------------------------
     async def submit(
-        self, policy: OnnxPolicy, rows: list[list[float]], seed: int | None, deadline: float | None = None
+        self, policy: Policy, states: np.ndarray, seed: int | None, deadline: float | None = None
     ) -> ActResult:
-        """Queue `rows` (already validated) for `policy`; resolves with clipped actions or raises BatchError.
-
-        `deadline` is absolute, in `time.perf_counter()` seconds.
+        """Queue `states` (float32 [n, obs_dim], already validated) for `policy`; resolves with bounded
+        actions or raises BatchError. `deadline` is absolute, in `time.perf_counter()` seconds.
         """
         if self._closing:
             raise Overloaded("server is shutting down; send the request to another replica")
-        if self._pending_rows + len(rows) > self.config.max_queue_rows:
+        n = len(states)
+        if self._pending_rows + n > self.config.max_queue_rows:
             raise Overloaded(
                 f"queue is full ({self._pending_rows} rows waiting, "
                 f"limit {self.config.max_queue_rows}); retry"
             )
-        loop = self._loop or asyncio.get_running_loop()
-        self._loop = loop
-        item = _Item(policy, rows, seed, loop.create_future(), time.perf_counter(), deadline)
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        item = _Item(policy, states, seed, loop.create_future(), time.perf_counter(), deadline, n)
         self._pending.append(item)
         self.submitted += 1
-        self._pending_rows += len(rows)
+        self._pending_rows += n
         self._idle.clear()
-        self._schedule()
-        return await item.future
+        if self._scheduled or self._busy:
+            return await item.future  # a flush is coming (or computing) and will take this item
+        if self.config.executor == "inline" and self.config.max_queue_delay_ms <= 0:
+            await self._lead()
+        else:
+            self._schedule()
+        return await item.future  # done already when this request led its own flush
+
+    async def _lead(self) -> None:
+        """Yield once so the rest of this tick can queue, then flush on this task (inline executor)."""
+        self._scheduled = True
+        try:
+            await asyncio.sleep(0)
+        except BaseException:  # cancelled while yielding: hand the flush to the loop
+            self._scheduled = False
+            self._schedule()
+            raise
+        self._flush()
 
     async def drain(self, timeout: float = 10.0) -> bool:
         """Refuse new work, finish everything queued or computing; True if it finished in time."""
@@ -220,7 +243,7 @@ class MicroBatcher:
         timeout = cfg.queue_timeout_ms / 1e3
         while self._pending:
             item = self._pending.popleft()
-            n = len(item.rows)
+            n = item.rows
             if item.future.done():  # caller went away (disconnect / cancelled)
                 self._pending_rows -= n
                 continue
@@ -252,7 +275,7 @@ class MicroBatcher:
         self._pending = kept
         return batch
 
-    def _estimate(self, policy: OnnxPolicy) -> float:
+    def _estimate(self, policy: Policy) -> float:
         return self._infer_estimate.get(id(policy), 0.0)
 
     def _reject(self, item: _Item, error: BatchError) -> None:
@@ -260,25 +283,22 @@ class MicroBatcher:
             item.future.set_exception(error)
 
     # ----- compute ------------------------------------------------------------------------------------
-    def _noise(self, batch: list[_Item], act_dim: int) -> np.ndarray:
-        """Seeded requests get `default_rng(seed)` noise (reproducible, as in training.eval); the rest
-        share one draw from the server's generator."""
-        total = sum(len(item.rows) for item in batch)
-        noise = np.empty((total, act_dim), dtype=np.float32)
-        unseeded = [i for i, item in enumerate(batch) if item.seed is None]
-        shared = self.rng.standard_normal(
-            (sum(len(batch[i].rows) for i in unseeded), act_dim), dtype=np.float32
-        )
+    def _noise(self, batch: list[_Item], width: int, total: int) -> np.ndarray:
+        """Seeded requests get `seeded_noise(seed, ...)` (reproducible, as in training.eval); the rest share
+        one draw from the server's generator."""
+        if all(item.seed is None for item in batch):
+            return self.rng.standard_normal((total, width), dtype=np.float32)
+        noise = np.empty((total, width), dtype=np.float32)
+        unseeded = sum(item.rows for item in batch if item.seed is None)
+        shared = self.rng.standard_normal((unseeded, width), dtype=np.float32)
         start = used = 0
         for item in batch:
-            n = len(item.rows)
+            n = item.rows
             if item.seed is None:
                 noise[start : start + n] = shared[used : used + n]
                 used += n
             else:
-                noise[start : start + n] = np.random.default_rng(item.seed).standard_normal(
-                    (n, act_dim), dtype=np.float32
-                )
+                noise[start : start + n] = seeded_noise(item.seed, n, width)
             start += n
         return noise
 
@@ -290,14 +310,11 @@ class MicroBatcher:
 
     def _compute(self, batch: list[_Item]) -> _Outcome:
         policy = batch[0].policy
-        states = np.array([row for item in batch for row in item.rows], dtype=np.float32)
-        noise = self._noise(batch, policy.noise_dim)
+        states = batch[0].states if len(batch) == 1 else np.concatenate([item.states for item in batch])
+        noise = self._noise(batch, policy.noise_dim, len(states))
         start = time.perf_counter()
-        raw = policy.act(states, noise)
-        infer = time.perf_counter() - start
-        actions = np.clip(raw, policy.low, policy.high)
-        saturated = ((actions <= policy.low) | (actions >= policy.high)).any(axis=1)
-        return actions, saturated, infer
+        actions, saturated = policy.act(states, noise)
+        return actions, saturated, time.perf_counter() - start
 
     def _finish(
         self, batch: list[_Item], outcome: tuple[np.ndarray, np.ndarray, float] | BaseException
@@ -318,7 +335,7 @@ class MicroBatcher:
         now = time.perf_counter()
         start = 0
         for item in batch:
-            n = len(item.rows)
+            n = item.rows
             m.queue_wait.observe(item.started - item.enqueued)
             if item.future.done():
                 start += n
@@ -341,5 +358,5 @@ class MicroBatcher:
                     )
                 )
             start += n
-        if clipped := int(saturated.sum()):
+        if clipped := int(np.count_nonzero(saturated)):
             m.clipped.inc(clipped)

@@ -9,6 +9,7 @@ The registry operations here are what `qipo registry canary start|promote|abort`
 
 from __future__ import annotations
 
+import functools
 import hashlib
 
 from service.registry import CANARY_ALIAS, AliasMove, Registry, RegistryError
@@ -21,10 +22,16 @@ def bucket(robot_id: str, salt: str) -> float:
     return int.from_bytes(digest[:8], "big") / 2.0**64
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _canary_bucket(robot_id: str, name: str, canary_version: int) -> float:
+    """`bucket` per robot and canary, remembered: a robot asks many times a second, the answer never moves."""
+    return bucket(robot_id, f"{name}:{canary_version}")
+
+
 def routes_to_canary(robot_id: str | None, share: float, name: str, canary_version: int) -> bool:
     if robot_id is None or share <= 0.0:
         return False
-    return bucket(robot_id, f"{name}:{canary_version}") < share
+    return _canary_bucket(robot_id, name, canary_version) < share
 
 
 def start(

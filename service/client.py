@@ -21,8 +21,10 @@ from typing import Any, Literal
 
 import httpx
 import numpy as np
+from pydantic import ValidationError
 
 from service import codec
+from service.wire import ActResponse, Timing
 
 Format = Literal["json", "msgpack"]
 ArrayLike = Sequence[float] | np.ndarray
@@ -43,16 +45,34 @@ class NoAction(ServerError):
 
 @dataclass(frozen=True)
 class ActReply:
+    """A 200 from /act: the wire reply (`service.wire.ActResponse`, validated) with its actions as float32."""
+
     actions: np.ndarray  # [B, A] float32; `action` is row 0 for a single-state call
-    model: str
-    version: int
-    clipped: bool
-    timing: dict[str, float]
-    request_id: str | None
+    response: ActResponse
 
     @property
     def action(self) -> np.ndarray:
         return self.actions[0]
+
+    @property
+    def model(self) -> str:
+        return self.response.model
+
+    @property
+    def version(self) -> int:
+        return self.response.version
+
+    @property
+    def clipped(self) -> bool:
+        return self.response.clipped
+
+    @property
+    def timing(self) -> Timing:
+        return self.response.timing
+
+    @property
+    def request_id(self) -> str | None:
+        return self.response.request_id
 
 
 def _body(
@@ -88,15 +108,14 @@ def _decode_reply(response: httpx.Response) -> ActReply:
         detail = data.get("detail", data) if isinstance(data, dict) else data
         error = NoAction if response.status_code in (502, 503, 504) else ServerError
         raise error(response.status_code, detail)
-    rows = [data["action"]] if "action" in data else data["actions"]
-    return ActReply(
-        actions=np.asarray(rows, dtype=np.float32),
-        model=data["model"],
-        version=int(data["version"]),
-        clipped=bool(data["clipped"]),
-        timing=data["timing"],
-        request_id=data.get("request_id"),
-    )
+    try:  # msgpack replies carry ndarrays; `decode` made them lists, which float32 holds exactly
+        reply = ActResponse.model_validate(data)
+    except ValidationError as exc:
+        raise ServerError(response.status_code, f"reply does not match the /act contract: {exc}") from exc
+    rows = [reply.action] if reply.action is not None else reply.actions
+    if rows is None:
+        raise ServerError(response.status_code, "reply has neither `action` nor `actions`")
+    return ActReply(actions=np.asarray(rows, dtype=np.float32), response=reply)
 
 
 def _transport_error(exc: httpx.HTTPError) -> NoAction:

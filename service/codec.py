@@ -89,19 +89,42 @@ def media_type(content_type: str | None) -> str | None:
     return content_type.split(";", 1)[0].strip().lower()
 
 
+_RAW_KINDS: dict[bytes, str] = {}
+
+
+def media_type_of(raw: bytes | None) -> str:
+    """`media_type` of a raw header value (JSON when absent), remembered per distinct value: a fleet sends
+    a handful of spellings, so the hot path parses each once."""
+    if raw is None:
+        return JSON
+    kind = _RAW_KINDS.get(raw)
+    if kind is None:
+        kind = media_type(raw.decode("latin-1")) or JSON
+        if len(_RAW_KINDS) < 256:  # bounded: arbitrary clients cannot grow it
+            _RAW_KINDS[raw] = kind
+    return kind
+
+
+def loads_json(body: bytes) -> Any:
+    """orjson, with a fallback that parses NaN / Infinity literals so the 422 can name the field holding
+    one; CodecError if the body is not JSON at all."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        try:
+            return json.loads(body, parse_constant=float)
+        except ValueError:
+            raise CodecError(f"body is not valid JSON: {exc}") from exc
+
+
 def decode(body: bytes, content_type: str | None) -> Any:
-    """Decode a request body by its Content-Type (JSON when absent); CodecError if it is not valid."""
+    """Decode a body by its Content-Type (JSON when absent) into plain Python (ndarrays become lists);
+    CodecError if it is not valid."""
     kind = media_type(content_type) or JSON
     if kind == MSGPACK:
         return to_plain(unpackb(body))
     if kind == JSON or kind.endswith("+json"):
-        try:
-            return orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            try:  # NaN / Infinity literals: parse them so the 422 can name the field that holds them
-                return json.loads(body, parse_constant=float)
-            except ValueError:
-                raise CodecError(f"body is not valid JSON: {exc}") from exc
+        return loads_json(body)
     raise CodecError(f"unsupported content type {kind!r}")
 
 

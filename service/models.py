@@ -19,6 +19,7 @@ from typing import Any
 
 from service import canary
 from service.metrics import Metrics
+from service.policy import Policy
 from service.registry import CANARY_ALIAS, NotFoundError, Registry, UnavailableError
 from service.runtime import OnnxPolicy
 from service.settings import ServeSettings
@@ -30,8 +31,10 @@ log = logging.getLogger(__name__)
 class LoadedModel:
     name: str
     version: int
-    policy: OnnxPolicy
+    policy: Policy
     loaded_at: float = field(default_factory=time.monotonic)
+    # Only the drain step reads it, and only for retired models: set when a model is retired and when a
+    # request pins a retired one (requests to the served slots never write it).
     last_used: float = field(default_factory=time.monotonic)
 
 
@@ -58,18 +61,13 @@ class ModelManager:
     def choose(self, robot_id: str | None = None, ref: str | None = None) -> LoadedModel | None:
         """The model for one request: a pinned version or alias, else canary by robot hash, else current."""
         current, canary_model = self.current, self.canary
-        model: LoadedModel | None
         if ref is not None:
-            model = self._find(ref, current, canary_model)
-        elif canary_model is not None and canary.routes_to_canary(
+            return self._find(ref, current, canary_model)
+        if canary_model is not None and canary.routes_to_canary(
             robot_id, self.canary_share, canary_model.name, canary_model.version
         ):
-            model = canary_model
-        else:
-            model = current
-        if model is not None:
-            model.last_used = time.monotonic()
-        return model
+            return canary_model
+        return current
 
     def _find(self, ref: str, current: LoadedModel | None, canary_model: LoadedModel | None) -> LoadedModel:
         if ref == self.settings.model_ref and current is not None:
@@ -77,9 +75,14 @@ class ModelManager:
         if ref == CANARY_ALIAS and canary_model is not None:
             return canary_model
         if ref.isdigit():
-            for model in (current, canary_model, *list(self.retired.values())):
-                if model is not None and model.version == int(ref):
+            version = int(ref)
+            for model in (current, canary_model):
+                if model is not None and model.version == version:
                     return model
+            retired = self.retired.get(version)
+            if retired is not None:
+                retired.last_used = time.monotonic()  # a pinned robot keeps it from draining
+                return retired
         loaded = sorted({m.version for m in (current, canary_model, *self.retired.values()) if m is not None})
         raise ModelNotLoaded(
             f"model {ref!r} is not loaded on this replica (loaded versions: {loaded or 'none'}); "

@@ -1,4 +1,8 @@
-"""ONNX Runtime session for one verified artifact: the only place the server touches onnxruntime."""
+"""ONNX Runtime session for one verified artifact: the only place the server touches onnxruntime.
+
+`OnnxPolicy` is the `service.policy.Policy` the server runs: `run` is the graph alone (what the benchmark
+times as the sampler), `act` is `run` plus the bounds guarantee.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +15,10 @@ import numpy as np
 import onnxruntime as ort
 
 from service.artifact import POLICY_FILE, ArtifactError, Manifest, verify_artifact
+from service.policy import Actions, bounded
 
 log = logging.getLogger(__name__)
+_OUTPUTS = ["action"]
 
 
 def choose_providers() -> list[str]:
@@ -25,7 +31,7 @@ def choose_providers() -> list[str]:
 
 @dataclass
 class OnnxPolicy:
-    """A loaded fused sampler: `act(state[B,S], noise[B,A]) -> action[B,A]` in env units."""
+    """A loaded fused sampler: `act(state[B,S], noise[B,N]) -> Actions` (action[B,A] in env units)."""
 
     manifest: Manifest
     session: ort.InferenceSession
@@ -72,11 +78,16 @@ class OnnxPolicy:
     def noise_dim(self) -> int:
         return self.manifest.noise_width
 
-    def act(self, state: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    def act(self, states: np.ndarray, noise: np.ndarray) -> Actions:
+        """Bounded actions and the rows at a bound (the `Policy` interface)."""
+        return bounded(self.run(states, noise), self.low, self.high)
+
+    def run(self, state: np.ndarray, noise: np.ndarray) -> np.ndarray:
+        """The graph's raw output [B, A] float32 (a fresh array the caller may modify)."""
         if self.io_binding:
             return self._act_bound(state, noise)
-        (action,) = self.session.run(["action"], {"state": state, "noise": noise})
-        return np.asarray(action, dtype=np.float32)
+        (action,) = self.session.run(_OUTPUTS, {"state": state, "noise": noise})
+        return action if action.dtype == np.float32 else action.astype(np.float32)
 
     def _act_bound(self, state: np.ndarray, noise: np.ndarray) -> np.ndarray:
         """GPU path: one host→device copy per input, output allocated on the device and copied back once."""
@@ -97,7 +108,7 @@ class OnnxPolicy:
             for size in sizes:
                 state = rng.standard_normal((size, self.obs_dim), dtype=np.float32)
                 noise = rng.standard_normal((size, self.noise_dim), dtype=np.float32)
-                action = self.act(state, noise)
+                action = self.run(state, noise)
                 if action.shape != (size, self.act_dim) or not np.isfinite(action).all():
                     raise ArtifactError(f"warm-up produced a bad action of shape {action.shape}")
 

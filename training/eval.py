@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from service.policy import seeded_noise
 from training.data import pendulum
 
 ActFn = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (states [B,S], noise [B,A]) -> actions [B,A]
@@ -50,10 +51,7 @@ def step_seed(seed: int, episode: int, step: int) -> int:
 
 
 def step_noise(seed: int, episodes: list[int], step: int, act_dim: int) -> np.ndarray:
-    rows = [
-        np.random.default_rng(step_seed(seed, ep, step)).standard_normal((1, act_dim), dtype=np.float32)
-        for ep in episodes
-    ]
+    rows = [seeded_noise(step_seed(seed, ep, step), 1, act_dim) for ep in episodes]
     return np.concatenate(rows, axis=0)
 
 

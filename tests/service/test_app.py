@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 from service import codec
+from service.deps import services_of
 from service.runtime import OnnxPolicy
 
 from .conftest import Running, running_server, serve_settings
@@ -52,7 +53,7 @@ def test_seeded_action_matches_onnx_in_process(server: Running, serve_artifact: 
     states = np.random.default_rng(3).standard_normal((5, 3)).astype(np.float32)
     r = post(server.url, {"states": states.tolist(), "seed": 42})
     noise = np.random.default_rng(42).standard_normal((5, 1), dtype=np.float32)
-    expected = np.clip(policy.act(states, noise), -2, 2)
+    expected = policy.act(states, noise).actions
     np.testing.assert_array_equal(np.asarray(r.json()["actions"], dtype=np.float32), expected)
 
 
@@ -244,7 +245,7 @@ def test_shutdown_drains_in_flight_requests(serve_registry: Path, tmp_path: Path
     from service.app import create_app
 
     app = create_app(serve_settings(serve_registry, tmp_path / "cache", batch_executor="thread"))
-    batcher = app.state.batcher
+    batcher = services_of(app).batcher
     with running_server(app) as running:
 
         async def burst() -> tuple[list[int], int]:
@@ -265,3 +266,28 @@ def test_shutdown_drains_in_flight_requests(serve_registry: Path, tmp_path: Path
     assert waiting > 0, "nothing was in flight at shutdown; the test proves nothing"
     assert statuses == [200] * 16
     assert batcher.queue_rows == 0
+
+
+def test_probes_answer_head_and_metrics_follow_prometheus_habits(server: Running) -> None:
+    for path in ("/healthz", "/readyz", "/v1/models", "/metrics"):
+        get, head = httpx.get(f"{server.url}{path}"), httpx.head(f"{server.url}{path}")
+        assert head.status_code == get.status_code == 200, path
+        assert head.content == b"" and head.headers["content-type"] == get.headers["content-type"]
+    text = httpx.get(f"{server.url}/metrics").text
+    assert "_created" not in text
+    for name in ("process_cpu_seconds_total", "process_resident_memory_bytes", "python_info"):
+        assert name in text, name
+    paths = httpx.get(f"{server.url}/openapi.json").json()["paths"]
+    assert set(paths["/healthz"]) == {"get"}  # HEAD is served, not listed twice
+
+
+def test_docs_load_swagger_ui_from_the_server_itself(server: Running) -> None:
+    page = httpx.get(f"{server.url}/docs")
+    assert page.status_code == 200 and "swagger-ui" in page.text
+    assets = [
+        u for u in ("/docs/static/swagger-ui-bundle.js", "/docs/static/swagger-ui.css") if u in page.text
+    ]
+    assert len(assets) == 2 and "cdn" not in page.text.lower()
+    for url in assets:
+        assert httpx.get(f"{server.url}{url}").status_code == 200, url
+    assert httpx.get(f"{server.url}/docs/oauth2-redirect").status_code == 200

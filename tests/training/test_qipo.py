@@ -192,4 +192,4 @@ def test_best_of_n_picks_the_highest_q_candidate_and_exports(
 
     served = OnnxPolicy.load(tmp_path / "art")
     served.warmup(1)
-    assert served.noise_dim == 4 and np.abs(served.act(state, noise) - expected).max() <= 1e-5
+    assert served.noise_dim == 4 and np.abs(served.act(state, noise).actions - expected).max() <= 1e-5
