@@ -36,16 +36,17 @@ ARG QIPO_EXTRA=cpu
 WORKDIR /src
 RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
-# Install the extra's dependencies against empty package stubs: this layer is cached until pyproject.toml
-# changes. README.md is optional here (setuptools only needs it when it exists).
-COPY pyproject.toml README.md* ./
+# Install the extra's dependencies against empty package stubs (and an empty README): this layer is cached
+# until pyproject.toml changes.
+COPY pyproject.toml ./
 # Versions come from pyproject.toml's ranges (pin them there or pass a constraints file), not this file.
 # hadolint ignore=DL3013
 RUN mkdir -p service training \
-    && touch service/__init__.py training/__init__.py \
+    && touch service/__init__.py training/__init__.py README.md \
     && pip install ".[${QIPO_EXTRA}]" \
     && pip uninstall -y qipo-serve \
-    && rm -rf service training build ./*.egg-info
+    && rm -rf service training build ./*.egg-info README.md
+COPY pyproject.toml README.md* ./
 COPY service/ service/
 RUN pip install --no-deps . && rm -rf build ./*.egg-info
 
@@ -80,15 +81,16 @@ ARG TORCH_SPEC=torch==2.13.0
 WORKDIR /src
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
-COPY pyproject.toml README.md* ./
+COPY pyproject.toml ./
 # Versions come from pyproject.toml's ranges (pin them there or pass a constraints file), not this file.
 # hadolint ignore=DL3013
 RUN mkdir -p service training \
-    && touch service/__init__.py training/__init__.py \
+    && touch service/__init__.py training/__init__.py README.md \
     && pip install "${TORCH_SPEC}" \
     && pip install '.[cpu,train]' \
     && pip uninstall -y qipo-serve \
-    && rm -rf service training build ./*.egg-info
+    && rm -rf service training build ./*.egg-info README.md
+COPY pyproject.toml README.md* ./
 COPY service/ service/
 COPY training/ training/
 COPY configs/ configs/

@@ -38,12 +38,17 @@ OUT = ROOT / "build/compose-test"
 MODEL = "pendulum-qipo"
 REPLICAS = 2
 ROBOTS = 16
-LOAD_SECONDS = 30.0
-# Moves at these fractions of the load: publish version 2, promote it to production, roll back.
-PUBLISH_AT, PROMOTE_AT, ROLLBACK_AT = 0.15, 0.35, 0.7
-# A robot may start an episode on the old version until a move reaches every replica: the move's command
-# (a `docker compose exec`, which itself takes about a second) plus the replicas' swap.
+EPISODE_STEPS = 5
+# Load phase: robots start, then publish (version 2), promote it, roll back, each move followed by SETTLE_S
+# of load; robots finish their episode after the last one. LOAD_CAP_S bounds the whole phase.
+SETTLE_S = 10.0
+LOAD_CAP_S = 300.0
+# A robot's version may change between a move's start and its end plus this much (the replicas' swap, and
+# how far one replica lags the other on a busy host).
 PROPAGATION_S = 5.0
+# A pinned request that reaches a replica which has not loaded that version yet is answered 409: robots send
+# it again (counted as `conflicts_resent`), so an episode never changes version.
+RESEND_CONFLICTS = 200
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 
@@ -193,36 +198,44 @@ def prometheus_up(stack: Stack) -> dict[str, str] | None:
     return up if len(up) == REPLICAS and all(v == "1" for v in up.values()) else None
 
 
-async def upgrade_under_load(stack: Stack) -> tuple[FleetResult, list[dict[str, Any]]]:
-    """ROBOTS robots through the balancer for LOAD_SECONDS while version 2 is published, promoted and
-    rolled back with the CLI inside the stack, as an operator would."""
+async def upgrade_under_load(stack: Stack) -> tuple[FleetResult, list[dict[str, Any]], float]:
+    """ROBOTS robots through the balancer while version 2 is published, promoted and rolled back with the
+    CLI inside the stack, as an operator would; returns what they saw, the moves and the load seconds."""
     result = FleetResult()
     out: list[Observation] = []
     moves: list[dict[str, Any]] = []
     start = time.monotonic()
-    stop_at = start + LOAD_SECONDS
+    stop = asyncio.Event()
     robots = [
-        asyncio.create_task(robot(f"robot-{i:02d}", stack.lb, 0, stop_at, out, episode_steps=10))
+        asyncio.create_task(
+            robot(f"robot-{i:02d}", stack.lb, 0, start + LOAD_CAP_S, out, episode_steps=EPISODE_STEPS,
+                  resend_conflicts=RESEND_CONFLICTS, stop=stop)
+        )
         for i in range(ROBOTS)
-    ]
+    ]  # fmt: skip
     qipo = ["exec", "-T", "api", "qipo", "registry"]
     steps = [
-        (PUBLISH_AT, "publish", ["run", "--rm", "--no-deps", "--entrypoint", "qipo", "publisher", "registry",
-                                 "publish", "/opt/qipo/demo"]),
-        (PROMOTE_AT, "promote", [*qipo, "promote", MODEL, "2", "--alias", "production"]),
-        (ROLLBACK_AT, "rollback", [*qipo, "rollback", MODEL, "--alias", "production"]),
+        ("publish", ["run", "--rm", "--no-deps", "--entrypoint", "qipo", "publisher", "registry", "publish",
+                     "/opt/qipo/demo"]),
+        ("promote", [*qipo, "promote", MODEL, "2", "--alias", "production"]),
+        ("rollback", [*qipo, "rollback", MODEL, "--alias", "production"]),
     ]  # fmt: skip
-    for at, what, args in steps:
-        await asyncio.sleep(max(0.0, start + at * LOAD_SECONDS - time.monotonic()))
-        t0 = time.monotonic()
-        output = await asyncio.to_thread(stack.compose, *args)
-        moves.append({"t": round(t0 - start, 2), "took_s": round(time.monotonic() - t0, 2), "move": what,
-                      "output": output.strip()[-300:]})  # fmt: skip
-        if what != "publish":
-            result.moves.append((t0, "production", None))
-    await asyncio.gather(*robots)
+    try:
+        for what, args in steps:
+            await asyncio.sleep(SETTLE_S)
+            t0 = time.monotonic()
+            output = await asyncio.to_thread(stack.compose, *args)
+            took = time.monotonic() - t0
+            moves.append({"move": what, "t": round(t0 - start, 2), "took_s": round(took, 2),
+                          "output": output.strip()[-200:]})  # fmt: skip
+            if what != "publish":
+                result.moves.append((t0, "production", None))
+        await asyncio.sleep(SETTLE_S)
+    finally:
+        stop.set()
+        await asyncio.gather(*robots)
     result.observations = out
-    return result, moves
+    return result, moves, time.monotonic() - start
 
 
 def test_docker_compose_up_serves_and_upgrades_under_load(
@@ -244,30 +257,38 @@ def test_docker_compose_up_serves_and_upgrades_under_load(
         lambda: prometheus_up(stack), 90, f"Prometheus up{{job='qipo-api'}} == 1 for {REPLICAS} replicas"
     )
 
-    result, moves = asyncio.run(upgrade_under_load(stack))
-    names = sorted({o.robot for o in result.observations})
-    counts = check_fleet(result, names, set(), canary_version=None, propagation_seconds=PROPAGATION_S)
+    result, moves, load_s = asyncio.run(upgrade_under_load(stack))
     versions = Counter(o.version for o in result.observations)
-    last = {o.robot: o.version for o in sorted(result.observations, key=lambda o: o.sent)}
-    assert set(versions) == {1, 2}, f"robots saw versions {dict(versions)}, expected 1 and 2"
-    assert set(last.values()) == {1}, f"after the rollback every robot must be back on version 1: {last}"
-    assert counts["version_changes"] >= len(names), counts  # every robot moved 1 → 2 (→ 1)
     latencies = sorted(o.received - o.sent for o in result.observations)
-    summary = {
+    summary: dict[str, Any] = {
         **{k: round(v, 1) for k, v in stack.timings.items()},
         "builder": "classic" if os.environ.get("DOCKER_BUILDKIT") == "0" else "BuildKit",
         "demo_train_flags": os.environ.get("DEMO_TRAIN_FLAGS", ""),
         "services": states,
         "upstreams": dict(upstreams),
         "prometheus_up": targets,
+        "robots": ROBOTS,
+        "load_s": round(load_s, 1),
         "moves": moves,
-        **counts,
-        "rps": round(len(latencies) / LOAD_SECONDS, 1),
+        "requests": len(latencies),
+        "failed": len(result.failed),
+        "conflicts_resent": sum(o.conflicts for o in result.observations),
+        "rps": round(len(latencies) / load_s, 1),
         "p50_ms": round(1000 * latencies[len(latencies) // 2], 1),
         "p99_ms": round(1000 * latencies[int(len(latencies) * 0.99)], 1),
-        "versions_seen": {str(k): v for k, v in sorted(versions.items())},
+        "versions_seen": {str(k): n for k, n in sorted(versions.items(), key=lambda kv: str(kv[0]))},
     }
     OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "summary.json").write_text(json.dumps(summary, indent=2))  # kept when a check below fails
+
+    names = sorted({o.robot for o in result.observations})
+    propagation = max(m["took_s"] for m in moves) + PROPAGATION_S
+    counts = check_fleet(result, names, set(), canary_version=None, propagation_seconds=propagation)
+    last = {o.robot: o.version for o in sorted(result.observations, key=lambda o: o.sent)}
+    assert set(versions) == {1, 2}, f"robots saw versions {dict(versions)}, expected 1 and 2"
+    assert set(last.values()) == {1}, f"after the rollback every robot must be back on version 1: {last}"
+    assert counts["version_changes"] >= len(names), counts  # every robot moved 1 → 2 (→ 1)
+    summary.update(counts)
     (OUT / "summary.json").write_text(json.dumps(summary, indent=2))
     lines = [
         f"compose: build {summary['build_s']} s ({summary['builder']} builder, demo flags "
@@ -276,7 +297,8 @@ def test_docker_compose_up_serves_and_upgrades_under_load(
         f"compose: /act through nginx from {len(upstreams)} replicas {dict(upstreams)}; "
         f"Prometheus up: {len(targets)}",
         f"compose upgrade under load: {counts['requests']} requests, {counts['failed']} failed, "
-        f"{counts['mixed_episodes']} mixed episodes; {ROBOTS} robots, {summary['rps']} req/s, "
+        f"{counts['mixed_episodes']} mixed episodes, {counts['conflicts_resent']} 409s resent; "
+        f"{ROBOTS} robots for {summary['load_s']} s, {summary['rps']} req/s, "
         f"p50 {summary['p50_ms']} ms, p99 {summary['p99_ms']} ms; versions seen {summary['versions_seen']}",
     ]
     with capsys.disabled():

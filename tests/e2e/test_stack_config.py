@@ -105,7 +105,11 @@ def test_compose_topology(routes: set[str]) -> None:
     assert services["api-gpu"]["build"]["args"]["QIPO_EXTRA"] == "gpu"
     # The default `docker compose up` needs no image beyond those it builds and redis/nginx/prometheus.
     assert {name for name, svc in services.items() if not svc.get("profiles")} == {
-        "redis", "publisher", "api", "lb", "prometheus"
+        "redis",
+        "publisher",
+        "api",
+        "lb",
+        "prometheus",
     }
     assert services["grafana"]["profiles"] == ["grafana"]
     # The prometheus job scrapes replicas individually (DNS service discovery), not the balancer.
