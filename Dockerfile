@@ -90,7 +90,6 @@ RUN mkdir -p service training \
     && pip install '.[cpu,train]' \
     && pip uninstall -y qipo-serve \
     && rm -rf service training build ./*.egg-info README.md
-COPY pyproject.toml README.md* ./
 COPY service/ service/
 COPY training/ training/
 COPY configs/ configs/
@@ -99,7 +98,8 @@ COPY configs/ configs/
 # ("--behavior-steps 300 --critic-steps 200 --improve-steps 100": a weaker demo policy, same pipeline).
 # Declared here, not above, so changing it re-runs only this step.
 ARG DEMO_TRAIN_FLAGS=""
-RUN pip install --no-deps . \
+# An empty README for the package metadata, so editing the real one does not retrain.
+RUN touch README.md && pip install --no-deps . \
     && qipo data make pendulum --out /build/data --kinds mixed \
     && qipo train /build/data/pendulum/mixed-v0 --out /build/runs/bc --config configs/pendulum-demo.json \
         --algo bc --eval-episodes 0 --threads 2 ${DEMO_TRAIN_FLAGS} \
