@@ -22,10 +22,10 @@ import time
 import urllib.parse
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -49,6 +49,8 @@ PROPAGATION_S = 5.0
 # A pinned request that reaches a replica which has not loaded that version yet is answered 409: robots send
 # it again (counted as `conflicts_resent`), so an episode never changes version.
 RESEND_CONFLICTS = 200
+
+T = TypeVar("T")
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 
@@ -76,15 +78,19 @@ def answers(*cmd: str) -> bool:
 
 
 @pytest.fixture(scope="module")
-def engine() -> Iterator[None]:
+def engine() -> Iterator[str]:
     """A Docker engine with Compose v2: the running one, else one started by scripts/docker-engine.sh
-    (Debian's dockerd plus local stand-ins for images that cannot be pulled), stopped again at the end."""
+    (Debian's dockerd plus local stand-ins for images that cannot be pulled), stopped again at the end.
+    Yields how it was had, for the closing lines."""
     started = False
+    how = "already running"
     if not (answers("docker", "info") and answers("docker", "compose", "version")):
         started = not answers("docker", "info")
+        t0 = time.monotonic()
         run(["bash", "scripts/docker-engine.sh", "up", str(ROOT)], timeout=1800, log="engine-up.log")
+        how = f"set up by scripts/docker-engine.sh in {time.monotonic() - t0:.1f} s"
     try:
-        yield
+        yield how
     finally:
         if started and not os.environ.get("QIPO_KEEP_ENGINE"):
             run(["bash", "scripts/docker-engine.sh", "down"], timeout=120)
@@ -92,6 +98,7 @@ def engine() -> Iterator[None]:
 
 @dataclass
 class Stack:
+    engine: str
     env: dict[str, str]
     lb: str
     prometheus: str
@@ -107,7 +114,9 @@ class Stack:
         return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-def wait_until(check: Any, seconds: float, what: str, detail: Any = lambda: "") -> Any:
+def wait_until(
+    check: Callable[[], T | None], seconds: float, what: str, detail: Callable[[], str] = str
+) -> T:
     deadline = time.monotonic() + seconds
     while True:
         try:
@@ -122,7 +131,7 @@ def wait_until(check: Any, seconds: float, what: str, detail: Any = lambda: "") 
 
 
 @pytest.fixture(scope="module")
-def stack(engine: None) -> Iterator[Stack]:
+def stack(engine: str) -> Iterator[Stack]:
     """`docker compose build` + `up -d` of the default services; `down -v` whatever happens."""
     lb_port, prom_port = free_port(), free_port()
     env = os.environ | {
@@ -136,7 +145,7 @@ def stack(engine: None) -> Iterator[Stack]:
         "QIPO_ADMIN_TOKEN": "",
     }
     env.pop("COMPOSE_PROFILES", None)
-    stack = Stack(env, f"http://127.0.0.1:{lb_port}", f"http://127.0.0.1:{prom_port}", {})
+    stack = Stack(engine, env, f"http://127.0.0.1:{lb_port}", f"http://127.0.0.1:{prom_port}", {})
     try:
         t0 = time.monotonic()
         stack.compose("build", timeout=3000, log="build.log")
@@ -261,6 +270,7 @@ def test_docker_compose_up_serves_and_upgrades_under_load(
     versions = Counter(o.version for o in result.observations)
     latencies = sorted(o.received - o.sent for o in result.observations)
     summary: dict[str, Any] = {
+        "engine": stack.engine,
         **{k: round(v, 1) for k, v in stack.timings.items()},
         "builder": "classic" if os.environ.get("DOCKER_BUILDKIT") == "0" else "BuildKit",
         "demo_train_flags": os.environ.get("DEMO_TRAIN_FLAGS", ""),
@@ -291,7 +301,8 @@ def test_docker_compose_up_serves_and_upgrades_under_load(
     summary.update(counts)
     (OUT / "summary.json").write_text(json.dumps(summary, indent=2))
     lines = [
-        f"compose: build {summary['build_s']} s ({summary['builder']} builder, demo flags "
+        f"compose: engine {stack.engine}; build {summary['build_s']} s ({summary['builder']} builder, "
+        f"demo flags "
         f"{summary['demo_train_flags'] or 'none'}), up {summary['up_s']} s, "
         f"all healthy at {summary['healthy_s']} s",
         f"compose: /act through nginx from {len(upstreams)} replicas {dict(upstreams)}; "
