@@ -115,7 +115,6 @@ WORKDIR /prometheus
 ENTRYPOINT ["/usr/bin/prometheus"]
 CMD ["--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus"]
 DF
-    *) log "no stand-in for $img (left out)" ;;
   esac
 }
 
@@ -137,7 +136,13 @@ up() {
   start_engine
   images=$(public_images "$dir")
   local missing=""
-  for img in $images; do docker image inspect "$img" >/dev/null 2>&1 || missing+=" $img"; done
+  for img in $images; do
+    docker image inspect "$img" >/dev/null 2>&1 && continue
+    case "$img" in
+      python:* | */python:* | nvidia/cuda:* | redis:* | nginx:* | prom/prometheus:*) missing+=" $img" ;;
+      *) log "no stand-in for $img (left out)" ;;
+    esac
+  done
   if [ -n "$missing" ]; then
     base_image
     CTX=$(mktemp -d)
