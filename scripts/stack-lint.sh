@@ -53,8 +53,10 @@ for p in pathlib.Path("deploy/grafana/dashboards").glob("*.json"):
 PY
 
 step "shell scripts"
-for f in scripts/stack*.sh deploy/*.sh; do bash -n "$f"; done
-if command -v shellcheck >/dev/null; then shellcheck -S warning scripts/stack*.sh deploy/*.sh; fi
+for f in scripts/stack*.sh scripts/docker-engine.sh deploy/*.sh; do bash -n "$f"; done
+if command -v shellcheck >/dev/null; then
+  shellcheck -S warning scripts/stack*.sh scripts/docker-engine.sh deploy/*.sh
+fi
 
 step "ruff + mypy on loadtests/ and deploy/"
 "$BIN/ruff" check loadtests deploy
@@ -64,7 +66,7 @@ step "ruff + mypy on loadtests/ and deploy/"
 if docker info >/dev/null 2>&1; then
   step "docker build + docker compose config (engine answers)"
   docker build --target serve -t qipo-serve:lint .
-  docker compose config -q
+  docker compose --profile gpu --profile grafana config -q
 else
   step "no Docker engine answers: image build and \`docker compose config\` skipped"
 fi

@@ -179,6 +179,7 @@ class Observation:
     status: int  # 0 = transport error
     version: int | None
     replica: int
+    conflicts: int = 0  # 409s (pinned version not on the replica that answered) sent again before `status`
 
 
 @dataclass
@@ -240,24 +241,37 @@ async def robot(
     episode_steps: int = 20,
     period: float = 0.01,
     pin: bool = True,
+    resend_conflicts: int = 0,
+    stop: asyncio.Event | None = None,
 ) -> None:
-    """A controller: episodes of `episode_steps` requests at ~1/period Hz, its version pinned per episode."""
+    """A controller: episodes of `episode_steps` requests at ~1/period Hz, its version pinned per episode.
+
+    Behind a balancer without affinity, a pinned request can reach a replica that has not loaded that
+    version yet (409); `resend_conflicts` > 0 sends it again, up to that many times, one period apart.
+    Stops at `stop_at` or when `stop` is set, after finishing the episode it is in."""
     rng = np.random.default_rng(abs(hash(name)) % 2**32)
     raw = RawClient(url)
     episode = 0
-    while time.monotonic() < stop_at:
+    while time.monotonic() < stop_at and not (stop is not None and stop.is_set()):
         version: int | None = None
         for step in range(episode_steps):
             body: dict[str, object] = {"state": rng.uniform(-1, 1, 3).tolist(), "robot_id": name}
             if pin and version is not None:
                 body["model"] = str(version)
             sent = time.monotonic()
-            try:
-                status, payload = await raw.post_json("/act", body)
-                got = orjson.loads(payload).get("version") if status == 200 else None
-            except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError):
-                status, got = 0, None
-            out.append(Observation(name, episode, step, sent, time.monotonic(), status, got, replica))
+            conflicts = 0
+            while True:
+                try:
+                    status, payload = await raw.post_json("/act", body)
+                    got = orjson.loads(payload).get("version") if status == 200 else None
+                except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError):
+                    status, got = 0, None
+                if status != 409 or "model" not in body or conflicts >= resend_conflicts:
+                    break
+                conflicts += 1
+                await asyncio.sleep(period)
+            received = time.monotonic()
+            out.append(Observation(name, episode, step, sent, received, status, got, replica, conflicts))
             if version is None:
                 version = got
             await asyncio.sleep(period)
@@ -313,6 +327,7 @@ def check_fleet(
     return {
         "requests": len(result.observations),
         "failed": len(result.failed),
+        "conflicts_resent": sum(o.conflicts for o in result.observations),
         "robots": len(robots),
         "canary_robots": len(canary_set),
         "episodes": sum(len({o.episode for o in obs}) for obs in by_robot.values()),

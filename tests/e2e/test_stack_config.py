@@ -100,6 +100,18 @@ def test_compose_topology(routes: set[str]) -> None:
     assert services["api"]["healthcheck"]["test"][-1] in routes
     (device,) = services["api-gpu"]["deploy"]["resources"]["reservations"]["devices"]
     assert services["api-gpu"]["profiles"] == ["gpu"] and device["capabilities"] == ["gpu"]
+    # The GPU replica is the serving target on a CUDA base (no stage of its own for the classic builder).
+    assert services["api-gpu"]["build"]["target"] == services["api"]["build"]["target"] == "serve"
+    assert services["api-gpu"]["build"]["args"]["QIPO_EXTRA"] == "gpu"
+    # The default `docker compose up` needs no image beyond those it builds and redis/nginx/prometheus.
+    assert {name for name, svc in services.items() if not svc.get("profiles")} == {
+        "redis",
+        "publisher",
+        "api",
+        "lb",
+        "prometheus",
+    }
+    assert services["grafana"]["profiles"] == ["grafana"]
     # The prometheus job scrapes replicas individually (DNS service discovery), not the balancer.
     prom = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
     assert prom["scrape_configs"][0]["dns_sd_configs"][0]["names"] == ["api"]
