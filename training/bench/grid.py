@@ -208,9 +208,7 @@ def make_record(
     }
 
 
-def run_qipo(
-    spec: RunSpec, data: TransitionDataset, settings: GridSettings, log: Callable[[str], None]
-) -> list[Record]:
+def run_qipo(spec: RunSpec, data: TransitionDataset, settings: GridSettings) -> list[Record]:
     """One QIPO-OT run → the `bc`, `qipo-ot` and (when the trainer offers it) `qipo-ot-bon` records."""
     cfg = qipo_config(spec.seed, settings)
     trainer = QIPOTrainer(data, cfg, progress=False)
@@ -306,7 +304,7 @@ def run_grid(
             if loaded[key].env_id is None:
                 raise GridError(f"{dataset_path(data_root, *key)} names no env: evaluation needs one")
         data = loaded[key]
-        records = run_qipo(spec, data, settings, log) if spec.algo == QIPO else run_peer(spec, data, settings)
+        records = run_qipo(spec, data, settings) if spec.algo == QIPO else run_peer(spec, data, settings)
         for rec in sorted(records, key=lambda r: r["algo"] == spec.algo):  # the run's own record last
             rec |= {
                 "quick": settings.quick,

@@ -26,8 +26,9 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from service.artifact import sha256_file
 from training.data.minari_io import Episode, rollout, write_minari
-from training.data.sac import NumpyActor, SACConfig, file_sha256, save_actor, train_sac
+from training.data.sac import NumpyActor, SACConfig, save_actor, train_sac
 
 ENVS = {"hopper": "Hopper-v5", "halfcheetah": "HalfCheetah-v5"}
 KINDS = ("random", "medium", "medium-replay", "medium-expert")
@@ -171,7 +172,7 @@ def make_mujoco_datasets(
             f"{policy_path} not found: train the behaviour policies with `qipo data make {env} --train-sac`"
         )
     else:
-        record["policies"] = {"policy_file": policy_path.name, "sha256": file_sha256(policy_path)}
+        record["policies"] = {"policy_file": policy_path.name, "sha256": sha256_file(policy_path)}
     marks = _stored_steps(policy_path)
     record["policies"]["snapshot_steps"] = marks
 

@@ -12,7 +12,6 @@ torch, so a committed behaviour policy rebuilds a dataset by rollouts alone.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import math
 from collections.abc import Callable
@@ -21,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from service.artifact import sha256_file
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
 
@@ -67,10 +68,6 @@ class NumpyActor:
         u = mean if rng is None else mean + np.exp(log_std) * rng.standard_normal(mean.shape)
         unit = np.tanh(u)
         return (self.low + (unit + 1.0) * 0.5 * (self.high - self.low)).astype(np.float32)
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 class ReplayBuffer:
@@ -261,4 +258,4 @@ def save_actor(weights: dict[str, np.ndarray], path: Path) -> str:
     tmp = path.with_suffix(".tmp.npz")
     np.savez(tmp, **weights)  # type: ignore[arg-type]
     tmp.replace(path)
-    return file_sha256(path)
+    return sha256_file(path)
