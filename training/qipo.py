@@ -101,6 +101,16 @@ def support_noise(seed: int, renewal: int, rows: Tensor, m: int, act_dim: int) -
     return out
 
 
+def anchor_weights(weights: Tensor, anchor: float) -> Tensor:
+    """(1 − λ)·g + λ·e_data over each support set (the dataset action is the last column): rows still sum
+    to one, and the dataset action keeps at least λ of its state's weight."""
+    if anchor == 0:
+        return weights
+    out = weights * (1 - anchor)
+    out[..., -1] += anchor
+    return out
+
+
 def next_state_rows(observations: np.ndarray, next_observations: np.ndarray) -> tuple[Tensor, Tensor]:
     """(next_index [N], extra [E]): s'_i is row next_index[i] of concat(observations, next_obs[extra])."""
     n = observations.shape[0]
@@ -254,7 +264,7 @@ class QIPOTrainer:
         self.beta_eff = effective_beta(probe_q, self.cfg.temperature, self.cfg.beta, self.cfg.target_ess)
         if self.cfg.renewal == "eager":
             self.ensure_support(torch.arange(n))
-        stats = weight_stats(q_weights(probe_q, self.beta_eff))
+        stats = weight_stats(anchor_weights(q_weights(probe_q, self.beta_eff), self.cfg.data_anchor))
         self.renewal_log.append(
             {
                 "renewal": self.renewals - 1,
@@ -306,7 +316,7 @@ class QIPOTrainer:
     def support_weights(self, rows: Tensor) -> Tensor:
         """softmax over each row's support set of β_eff·Q: [len(rows), M+1]."""
         q = self._support_q_for(rows)
-        return q_weights(q, self.beta_eff, dim=-1)
+        return anchor_weights(q_weights(q, self.beta_eff, dim=-1), self.cfg.data_anchor)
 
     # ----- diagnostics ------------------------------------------------------------------------------
     @torch.inference_mode()

@@ -42,6 +42,19 @@ def test_scale_free_modes_give_the_same_weights_when_rewards_are_scaled(mode: st
     assert not torch.allclose(raw[0], raw[1], atol=1e-3)
 
 
+def test_data_anchor_keeps_rows_normalised_and_floors_the_dataset_action() -> None:
+    from training.qipo import anchor_weights
+
+    gen = torch.Generator().manual_seed(1)
+    w = q_weights(torch.randn(64, 17, generator=gen) * 5, 1.0)
+    anchored = anchor_weights(w, 0.3)
+    assert torch.allclose(anchored.sum(-1), torch.ones(64))
+    assert bool((anchored[:, -1] >= 0.3).all())
+    # The policy's samples keep their relative weights: the Q-ranking is untouched.
+    assert torch.allclose(anchored[:, :-1] / 0.7, w[:, :-1])
+    assert anchor_weights(w, 0.0) is w
+
+
 def test_ess_mode_hits_its_target() -> None:
     q = torch.randn(512, 17, generator=torch.Generator().manual_seed(1))
     for target in (0.1, 0.25, 0.6):
