@@ -247,11 +247,11 @@ class QIPOTrainer:
         if self.supports is None:
             self.supports = SupportSets(n, m + 1, a_dim)
         self.supports.clear()
+        if self.cfg.renewal == "eager":
+            self._draw_every_set()
         # Each rank draws its block of the probe; all see every probe Q, so β is the same on every rank.
         probe_q = distributed.split_rows(self.probe, self._support_q_for)
         self.beta_eff = effective_beta(probe_q, self.cfg.temperature, self.cfg.beta, self.cfg.target_ess)
-        if self.cfg.renewal == "eager":
-            self._draw_every_set()
         stats = weight_stats(q_weights(probe_q, self.beta_eff))
         self.renewal_log.append(
             {
@@ -289,23 +289,25 @@ class QIPOTrainer:
         support = torch.cat([sampled, self.a[rows].unsqueeze(1)], dim=1)
         return support, self.score(self.s[rows], support)
 
-    def _draw_every_set(self) -> None:
-        """Eager renewal. Under torchrun each rank draws a block of the states and all gather them (the
-        time divides by the world size; every rank then holds every set)."""
+    def _draw_every_set(self, chunk: int = 1 << 18) -> None:
+        """Eager renewal, `chunk` states at a time (so the scratch memory does not grow with the dataset).
+        Under torchrun each rank draws a block of every chunk and all gather it: the time divides by the
+        world size, and every rank then holds every set."""
         assert self.supports is not None
-        every = torch.arange(self.dataset.size)
-        if not self.cluster.enabled:
-            self.ensure_support(every)
-            return
         m1, a_dim = self.cfg.support_size + 1, self.dataset.act_dim
 
         def packed(rows: Tensor) -> Tensor:
             support, q = self._draw_support(rows)
             return torch.cat([support.reshape(len(rows), m1 * a_dim), q], dim=1)
 
-        table = distributed.split_rows(every, packed)
-        todo = self.supports.missing(every)
-        self.supports.put(todo, table[todo, : m1 * a_dim].reshape(-1, m1, a_dim), table[todo, m1 * a_dim :])
+        self.supports.reserve(self.dataset.size)
+        for lo in range(0, self.dataset.size, chunk):
+            rows = torch.arange(lo, min(lo + chunk, self.dataset.size))
+            if not self.cluster.enabled:
+                self.ensure_support(rows)
+                continue
+            table = distributed.split_rows(rows, packed)
+            self.supports.put(rows, table[:, : m1 * a_dim].reshape(-1, m1, a_dim), table[:, m1 * a_dim :])
 
     @torch.inference_mode()
     def score(self, s: Tensor, support: Tensor) -> Tensor:

@@ -47,7 +47,7 @@ class SupportSets:
     def put(self, rows: Tensor, actions: Tensor, q: Tensor) -> None:
         """Store the sets of distinct, not yet held `rows`: actions [k, M+1, A], q [k, M+1]."""
         k = len(rows)
-        self._reserve(self.count + k)
+        self.reserve(self.count + k)
         slots = torch.arange(self.count, self.count + k, device=self.slot.device)
         self._actions[slots] = actions.to(self._actions.device)
         self._q[slots] = q.to(self._q.device)
@@ -66,7 +66,8 @@ class SupportSets:
             raise KeyError("support sets read before they were drawn; call ensure_support first")
         return slots
 
-    def _reserve(self, size: int) -> None:
+    def reserve(self, size: int) -> None:
+        """Room for `size` sets (eager renewal asks for every state at once, sparing the doublings)."""
         capacity = len(self._actions)
         if size <= capacity:
             return
