@@ -2,6 +2,7 @@
 #   serve      (default) the serving image: service/ + ONNX Runtime, no torch, non-root, HEALTHCHECK
 #   publisher  the serving image plus the demo artifact, for compose's one-shot "publish if empty" job
 #   demo-model build-only stage: trains and exports the small Pendulum demo policy with torch (CPU)
+#   train      torch + training: `qipo train` under torchrun, the Kubernetes training job (deploy/k8s/train)
 # The GPU image is the same `serve` target on a CUDA base with onnxruntime-gpu:
 #   docker build -t qipo-serve .
 #   docker build --target serve --build-arg BASE_IMAGE=nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04 \
@@ -114,6 +115,39 @@ COPY --chown=10001:10001 deploy/publish-if-empty.sh /usr/local/bin/publish-if-em
 HEALTHCHECK NONE
 ENTRYPOINT ["sh", "/usr/local/bin/publish-if-empty"]
 CMD ["/opt/qipo/demo"]
+
+# ---------------------------------------------------------------- training image (torchrun jobs)
+# `qipo train` under torchrun for deploy/k8s/train: torch + the train extra, the package, and the job's entry
+# point (deploy/train-job.sh), non-root. CPU nodes: pass the CPU wheel index as PIP_EXTRA_INDEX_URL; GPU
+# nodes: a CUDA build of torch (PyPI's default Linux wheel), NCCL included:
+#   docker build --target train --build-arg PIP_EXTRA_INDEX_URL=<CPU wheel index> -t qipo-train:0.1.0 .
+#   docker build --target train -t qipo-train:0.1.0-gpu .
+FROM ${PYTHON_IMAGE} AS train
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+ARG PIP_EXTRA_INDEX_URL=""
+ARG TORCH_SPEC=torch==2.13.0
+WORKDIR /src
+RUN python -m venv /opt/venv \
+    && groupadd --system --gid 10001 qipo \
+    && useradd --system --uid 10001 --gid qipo --home-dir /var/lib/qipo --create-home qipo
+ENV PATH=/opt/venv/bin:$PATH
+COPY pyproject.toml ./
+# Versions come from pyproject.toml's ranges (pin them there or pass a constraints file), not this file.
+# hadolint ignore=DL3013
+RUN mkdir -p service training \
+    && touch service/__init__.py training/__init__.py README.md \
+    && pip install "${TORCH_SPEC}" \
+    && pip install '.[cpu,train]' \
+    && pip uninstall -y qipo-serve \
+    && rm -rf service training build ./*.egg-info README.md
+COPY service/ service/
+COPY training/ training/
+COPY configs/ /opt/qipo/configs/
+RUN touch README.md && pip install --no-deps . && rm -rf build ./*.egg-info
+COPY deploy/train-job.sh /usr/local/bin/qipo-train-job
+USER 10001:10001
+WORKDIR /var/lib/qipo
+ENTRYPOINT ["sh", "/usr/local/bin/qipo-train-job"]
 
 # The last stage is what a plain `docker build .` produces: the serving image.
 FROM serve
