@@ -242,14 +242,24 @@ def markdown(r: dict[str, Any]) -> str:
             f"| {row['transitions']:,} | {row['peak_rss_gib']} GiB | {row['support_gib']} GiB | "
             f"{row['renewal_s']} | {row['build_s']} | {row['improve_steps_per_s']} |"
         )
+    small, large = r["sizes"][0], r["sizes"][-1]
+    per = (
+        (large["peak_rss_gib"] - small["peak_rss_gib"]) * GIB / (large["transitions"] - small["transitions"])
+    )
+    fits = (
+        f"{int((24 * GIB - small['peak_rss_gib'] * GIB) / per + small['transitions']):,}"
+        if per > 0
+        else "n/a"
+    )
     lines += [
         "",
-        "What bounds memory: the dataset as float32 (observations and next observations, their normalised "
-        "copies, actions, rewards: ≈ 4·(4·obs + 2·act + 2) bytes a transition), and the support sets, "
-        "(M + 1)·(act + 1) float32 a state — all states after an eager renewal, only the states one renewal "
-        "period touches under lazy renewal (the default), divided by the world size. Renewal time is "
-        "linear in the states drawn: eager draws all of them at once, lazy spreads the states a period "
-        "touches over its steps.",
+        f"Peak RSS grows by **{per:,.0f} bytes a transition** between the two sizes, so 24 GiB holds about "
+        f"{fits} transitions at this setting. What it is made of: the dataset as float32 (observations and "
+        "next observations, their normalised copies, actions, rewards; index and return arrays beside them) "
+        "and the support sets, (M + 1)·(act + 1) float32 a state — every state after an eager renewal, only "
+        "the states one renewal period touches under lazy renewal (the default), divided by the world size. "
+        "Renewal time is linear in the states drawn: eager draws all of them at once, lazy spreads the "
+        "states a period touches over its steps.",
         "",
     ]
     return "\n".join(lines)
@@ -258,5 +268,8 @@ def markdown(r: dict[str, Any]) -> str:
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "worker":
         worker(Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]))
+    elif len(sys.argv) > 2 and sys.argv[1] == "render":  # scale.json → scale.md, without measuring again
+        source = Path(sys.argv[2])
+        source.with_suffix(".md").write_text(markdown(json.loads(source.read_text())))
     else:
         main()
