@@ -1,8 +1,9 @@
 # QIPO policy server images (docs/architecture.md, docs/deploy.md). Targets:
 #   serve      (default) the serving image: service/ + ONNX Runtime, no torch, non-root, HEALTHCHECK
 #   publisher  the serving image plus the demo artifact, for compose's one-shot "publish if empty" job
+#   torch      build-only stage: torch, the train extra and the package (below demo-model and train)
 #   demo-model build-only stage: trains and exports the small Pendulum demo policy with torch (CPU)
-#   train      torch + training: `qipo train` under torchrun, the Kubernetes training job (deploy/k8s/train)
+#   train      `qipo train` under torchrun: the Kubernetes training job's image (deploy/k8s/train)
 # The GPU image is the same `serve` target on a CUDA base with onnxruntime-gpu:
 #   docker build -t qipo-serve .
 #   docker build --target serve --build-arg BASE_IMAGE=nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04 \
@@ -73,8 +74,9 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
 ENTRYPOINT ["qipo"]
 CMD ["serve"]
 
-# ---------------------------------------------------------------- demo model (torch, build-only)
-FROM ${PYTHON_IMAGE} AS demo-model
+# ---------------------------------------------------------------- torch + training (build-only base)
+# What the demo model and the training image share: torch, the train extra and the package.
+FROM ${PYTHON_IMAGE} AS torch
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
 # The CPU torch wheel: pass --build-arg PIP_EXTRA_INDEX_URL=<your CPU wheel index> to avoid a CUDA build.
 ARG PIP_EXTRA_INDEX_URL=""
@@ -94,14 +96,17 @@ RUN mkdir -p service training \
 COPY service/ service/
 COPY training/ training/
 COPY configs/ configs/
+# An empty README for the package metadata, so editing the real one does not retrain the demo.
+RUN touch README.md && pip install --no-deps .
+
+# ---------------------------------------------------------------- demo model (torch, build-only)
+FROM torch AS demo-model
 # The same recipe as `make demo` (scripts/demo.sh): BC warm-up, then QIPO-OT from it, then export.
 # DEMO_TRAIN_FLAGS: extra `qipo train` flags for both runs, e.g. a smaller budget on a busy machine
 # ("--behavior-steps 300 --critic-steps 200 --improve-steps 100": a weaker demo policy, same pipeline).
 # Declared here, not above, so changing it re-runs only this step.
 ARG DEMO_TRAIN_FLAGS=""
-# An empty README for the package metadata, so editing the real one does not retrain.
-RUN touch README.md && pip install --no-deps . \
-    && qipo data make pendulum --out /build/data --kinds mixed \
+RUN qipo data make pendulum --out /build/data --kinds mixed \
     && qipo train /build/data/pendulum/mixed-v0 --out /build/runs/bc --config configs/pendulum-demo.json \
         --algo bc --eval-episodes 0 --threads 2 ${DEMO_TRAIN_FLAGS} \
     && qipo train /build/data/pendulum/mixed-v0 --out /build/runs/qipo --config configs/pendulum-demo.json \
@@ -117,33 +122,15 @@ ENTRYPOINT ["sh", "/usr/local/bin/publish-if-empty"]
 CMD ["/opt/qipo/demo"]
 
 # ---------------------------------------------------------------- training image (torchrun jobs)
-# `qipo train` under torchrun for deploy/k8s/train: torch + the train extra, the package, and the job's entry
-# point (deploy/train-job.sh), non-root. CPU nodes: pass the CPU wheel index as PIP_EXTRA_INDEX_URL; GPU
-# nodes: a CUDA build of torch (PyPI's default Linux wheel), NCCL included:
+# `qipo train` under torchrun for deploy/k8s/train: the torch stage, the job's entry point
+# (deploy/train-job.sh), non-root. CPU nodes: pass the CPU wheel index as PIP_EXTRA_INDEX_URL; GPU nodes: a
+# CUDA build of torch (PyPI's default Linux wheel), NCCL included:
 #   docker build --target train --build-arg PIP_EXTRA_INDEX_URL=<CPU wheel index> -t qipo-train:0.1.0 .
 #   docker build --target train -t qipo-train:0.1.0-gpu .
-FROM ${PYTHON_IMAGE} AS train
-ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
-ARG PIP_EXTRA_INDEX_URL=""
-ARG TORCH_SPEC=torch==2.13.0
-WORKDIR /src
-RUN python -m venv /opt/venv \
-    && groupadd --system --gid 10001 qipo \
+FROM torch AS train
+ENV PYTHONUNBUFFERED=1
+RUN groupadd --system --gid 10001 qipo \
     && useradd --system --uid 10001 --gid qipo --home-dir /var/lib/qipo --create-home qipo
-ENV PATH=/opt/venv/bin:$PATH
-COPY pyproject.toml ./
-# Versions come from pyproject.toml's ranges (pin them there or pass a constraints file), not this file.
-# hadolint ignore=DL3013
-RUN mkdir -p service training \
-    && touch service/__init__.py training/__init__.py README.md \
-    && pip install "${TORCH_SPEC}" \
-    && pip install '.[cpu,train]' \
-    && pip uninstall -y qipo-serve \
-    && rm -rf service training build ./*.egg-info README.md
-COPY service/ service/
-COPY training/ training/
-COPY configs/ /opt/qipo/configs/
-RUN touch README.md && pip install --no-deps . && rm -rf build ./*.egg-info
 COPY deploy/train-job.sh /usr/local/bin/qipo-train-job
 USER 10001:10001
 WORKDIR /var/lib/qipo

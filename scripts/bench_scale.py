@@ -18,7 +18,6 @@ import json
 import os
 import platform
 import resource
-import socket
 import subprocess
 import sys
 import tempfile
@@ -117,30 +116,14 @@ def worker(data: Path, config: Path, result_dir: Path) -> None:
 
 
 # ----- the driver --------------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def run(data: Path, cfg: dict[str, Any], procs: int) -> dict[str, Any]:
     """One torchrun job; rank 0's rates and renewal time, the largest process's peak RSS."""
+    from training.distributed import loopback_torchrun
+
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "config.json"
         config.write_text(json.dumps(cfg))
-        cmd = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            f"--nproc-per-node={procs}",
-            "--master-addr=127.0.0.1",
-            f"--master-port={free_port()}",
-            str(Path(__file__).resolve()),
-            "worker",
-            str(data),
-            str(config),
-            tmp,
-        ]
+        cmd = loopback_torchrun(procs, str(Path(__file__).resolve()), "worker", str(data), str(config), tmp)
         env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
         started = time.perf_counter()
         subprocess.run(cmd, env=env, cwd=ROOT, check=True)

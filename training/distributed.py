@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -191,3 +193,20 @@ def _device() -> torch.device:
         if dist.get_backend() == "nccl"
         else torch.device("cpu")
     )
+
+
+def loopback_torchrun(procs: int, *args: str) -> list[str]:
+    """The command line of `torchrun` for `procs` processes on this machine, its rendezvous on a free
+    loopback port (tests and benchmarks start several runs at once; a user runs plain `torchrun`)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc-per-node={procs}",
+        "--master-addr=127.0.0.1",
+        f"--master-port={port}",
+        *args,
+    ]

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +21,7 @@ from typer.testing import CliRunner
 from tests.conftest import TINY_CONFIG
 from training.config import QIPOConfig
 from training.data import load_dataset
-from training.distributed import Cluster, DistributedError, check_batches, env_cluster
+from training.distributed import Cluster, DistributedError, check_batches, env_cluster, loopback_torchrun
 from training.qipo import QIPOTrainer, load_checkpoint
 from training.support import SupportSets
 
@@ -42,39 +40,13 @@ CFG: dict[str, Any] = TINY_CONFIG | {
 OTHER = CFG | {"critic_kind": "softmax-q", "renewal": "eager", "improve_loss": "resample"}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def torchrun(data: Path, out: Path, cfg: dict[str, Any], *extra: str, procs: int = 2) -> None:
     """`qipo train` under torchrun on loopback, one torch thread per process."""
     config = out.parent / f"{out.name}-config.json"
     config.write_text(json.dumps(cfg))
     env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        f"--nproc-per-node={procs}",
-        "--master-addr=127.0.0.1",
-        f"--master-port={free_port()}",
-        "-m",
-        "service.cli",
-        "train",
-        str(data),
-        "--out",
-        str(out),
-        "--config",
-        str(config),
-        "--eval-episodes",
-        "0",
-        "--device",
-        "cpu",
-        "--quiet",
-        *extra,
-    ]
+    cmd = loopback_torchrun(procs, "-m", "service.cli", "train", str(data), "--out", str(out), "--config")
+    cmd += [str(config), "--eval-episodes", "0", "--device", "cpu", "--quiet", *extra]
     done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
