@@ -11,6 +11,9 @@ the distribution of Algorithm 2's eager renewal at a cost that follows the state
 (`renew_every × improve_batch_size`) instead of the dataset size; eager renewal (`renewal: "eager"`) builds
 the very same sets. How sharp the weights are is set once per renewal on a fixed probe of states
 (`training.temperature`), so both orders use the same temperature.
+
+Under torchrun every rank draws the global batch from the shared generator and trains on its slice, with
+gradients averaged across ranks (`training.distributed`): W processes train what one does.
 """
 
 from __future__ import annotations
