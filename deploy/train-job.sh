@@ -16,7 +16,7 @@ if [ "${1:-}" = worker ]; then
   fi
   # QIPO_TRAIN_ARGS is a list of `qipo train` flags: split on spaces on purpose.
   # shellcheck disable=SC2086
-  exec qipo train "$dataset" --out "$run" --quiet $resume ${QIPO_TRAIN_ARGS:-}
+  exec qipo train "$dataset" --out "$run" $resume ${QIPO_TRAIN_ARGS:-}
 fi
 
 index="${JOB_COMPLETION_INDEX:-0}"
