@@ -1,8 +1,9 @@
 #!/bin/sh
 # The training image's entry point (deploy/k8s/train): one pod of an indexed Job, i.e. one torchrun node.
 #   qipo-train-job            launch torchrun (c10d rendezvous at $QIPO_TRAIN_RDZV, $QIPO_TRAIN_NNODES
-#                             pods × $QIPO_TRAIN_NPROC processes); when it succeeds, pod 0 exports the run
-#                             and publishes the artifact to the registry ($QIPO_REGISTRY, from qipo-settings)
+#                             pods × $QIPO_TRAIN_NPROC processes); when the run has reached its last step,
+#                             pod 0 exports it and publishes the artifact to the registry ($QIPO_REGISTRY,
+#                             from qipo-settings)
 #   qipo-train-job worker     what torchrun starts per process: `qipo train`, with --resume when the run
 #                             already has a checkpoint (a restarted pod or torchrun restart continues it)
 set -eu
@@ -30,7 +31,9 @@ torchrun \
   --max-restarts="${QIPO_TRAIN_MAX_RESTARTS:-3}" \
   --no-python sh "$0" worker
 
-if [ "$index" = 0 ]; then
+if [ "$index" = 0 ] && [ ! -f "$run/summary.json" ]; then
+  echo "qipo-train-job: $run stopped before its last step (--until); not published"
+elif [ "$index" = 0 ]; then
   artifact="$run/artifact"
   rm -rf "$artifact"
   qipo export "$run" --out "$artifact" ${QIPO_MODEL_NAME:+--name "$QIPO_MODEL_NAME"}
