@@ -1,7 +1,9 @@
 # QIPO policy server images (docs/architecture.md, docs/deploy.md). Targets:
 #   serve      (default) the serving image: service/ + ONNX Runtime, no torch, non-root, HEALTHCHECK
 #   publisher  the serving image plus the demo artifact, for compose's one-shot "publish if empty" job
+#   torch      build-only stage: torch, the train extra and the package (below demo-model and train)
 #   demo-model build-only stage: trains and exports the small Pendulum demo policy with torch (CPU)
+#   train      `qipo train` under torchrun: the Kubernetes training job's image (deploy/k8s/train)
 # The GPU image is the same `serve` target on a CUDA base with onnxruntime-gpu:
 #   docker build -t qipo-serve .
 #   docker build --target serve --build-arg BASE_IMAGE=nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04 \
@@ -72,8 +74,9 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
 ENTRYPOINT ["qipo"]
 CMD ["serve"]
 
-# ---------------------------------------------------------------- demo model (torch, build-only)
-FROM ${PYTHON_IMAGE} AS demo-model
+# ---------------------------------------------------------------- torch + training (build-only base)
+# What the demo model and the training image share: torch, the train extra and the package.
+FROM ${PYTHON_IMAGE} AS torch
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
 # The CPU torch wheel: pass --build-arg PIP_EXTRA_INDEX_URL=<your CPU wheel index> to avoid a CUDA build.
 ARG PIP_EXTRA_INDEX_URL=""
@@ -93,14 +96,17 @@ RUN mkdir -p service training \
 COPY service/ service/
 COPY training/ training/
 COPY configs/ configs/
+# An empty README for the package metadata, so editing the real one does not retrain the demo.
+RUN touch README.md && pip install --no-deps .
+
+# ---------------------------------------------------------------- demo model (torch, build-only)
+FROM torch AS demo-model
 # The same recipe as `make demo` (scripts/demo.sh): BC warm-up, then QIPO-OT from it, then export.
 # DEMO_TRAIN_FLAGS: extra `qipo train` flags for both runs, e.g. a smaller budget on a busy machine
 # ("--behavior-steps 300 --critic-steps 200 --improve-steps 100": a weaker demo policy, same pipeline).
 # Declared here, not above, so changing it re-runs only this step.
 ARG DEMO_TRAIN_FLAGS=""
-# An empty README for the package metadata, so editing the real one does not retrain.
-RUN touch README.md && pip install --no-deps . \
-    && qipo data make pendulum --out /build/data --kinds mixed \
+RUN qipo data make pendulum --out /build/data --kinds mixed \
     && qipo train /build/data/pendulum/mixed-v0 --out /build/runs/bc --config configs/pendulum-demo.json \
         --algo bc --eval-episodes 0 --threads 2 ${DEMO_TRAIN_FLAGS} \
     && qipo train /build/data/pendulum/mixed-v0 --out /build/runs/qipo --config configs/pendulum-demo.json \
@@ -114,6 +120,21 @@ COPY --chown=10001:10001 deploy/publish-if-empty.sh /usr/local/bin/publish-if-em
 HEALTHCHECK NONE
 ENTRYPOINT ["sh", "/usr/local/bin/publish-if-empty"]
 CMD ["/opt/qipo/demo"]
+
+# ---------------------------------------------------------------- training image (torchrun jobs)
+# `qipo train` under torchrun for deploy/k8s/train: the torch stage, the job's entry point
+# (deploy/train-job.sh), non-root. CPU nodes: pass the CPU wheel index as PIP_EXTRA_INDEX_URL; GPU nodes: a
+# CUDA build of torch (PyPI's default Linux wheel), NCCL included:
+#   docker build --target train --build-arg PIP_EXTRA_INDEX_URL=<CPU wheel index> -t qipo-train:0.1.0 .
+#   docker build --target train -t qipo-train:0.1.0-gpu .
+FROM torch AS train
+ENV PYTHONUNBUFFERED=1
+RUN groupadd --system --gid 10001 qipo \
+    && useradd --system --uid 10001 --gid qipo --home-dir /var/lib/qipo --create-home qipo
+COPY deploy/train-job.sh /usr/local/bin/qipo-train-job
+USER 10001:10001
+WORKDIR /var/lib/qipo
+ENTRYPOINT ["sh", "/usr/local/bin/qipo-train-job"]
 
 # The last stage is what a plain `docker build .` produces: the serving image.
 FROM serve

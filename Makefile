@@ -173,3 +173,12 @@ bench-grid: $(STAMP) $(D3RLPY_STAMP)
 	  $(BIN)/python scripts/bench_grid.py run --envs $$env --datasets $$datasets --algos $(GRID_ALGOS) \
 	    --seeds $(GRID_SEEDS) || exit 1; done
 	$(BIN)/python scripts/bench_grid.py summarise
+
+# Issue 15: steps/s and renewal seconds at 1 and 2 torchrun processes (200k transitions), peak RSS and renewal
+# seconds at 200k and 2M (synthetic Hopper-shaped data under build/bench-scale). Needs 2 idle cores; about
+# 65 min on a quiet box (≈ 1.5 ms per state and renewal on one EPYC core), most of it the 2M eager renewal.
+# BENCH_SCALE_ARGS=--quick: small sizes in ~2 min (what docs/bench/scale.* holds until the real run).
+BENCH_SCALE_ARGS ?=
+.PHONY: bench-scale
+bench-scale: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/python scripts/bench_scale.py --out docs/bench $(BENCH_SCALE_ARGS)

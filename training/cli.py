@@ -19,6 +19,7 @@ from rich.table import Table
 
 if TYPE_CHECKING:
     from training.data import TransitionDataset
+    from training.distributed import Cluster
 
 console = Console(soft_wrap=True)  # a message stays one line in a log, whatever the width
 data_app = typer.Typer(help="Make and inspect offline datasets.", no_args_is_help=True)
@@ -238,42 +239,96 @@ def train_command(
     device: Annotated[str, typer.Option(help="auto (CUDA when torch sees it) | cpu | cuda")] = "auto",
     threads: Annotated[int | None, typer.Option(help="torch threads")] = None,
     checkpoint_every: Annotated[int, typer.Option(help="Save a checkpoint every N steps")] = 2000,
+    until: Annotated[
+        int | None,
+        typer.Option(min=1, help="Stop after this global step and save; continue later with --resume"),
+    ] = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Train a QIPO (or BC) flow policy offline."""
+    """Train a QIPO (or BC) flow policy offline. Under `torchrun` (RANK/WORLD_SIZE set) every process
+    trains on its slice of each global batch and rank 0 writes the run (README: Training at scale)."""
+    from training import distributed
+
+    try:
+        cluster = distributed.env_cluster()
+    except distributed.DistributedError as exc:
+        raise fail(str(exc)) from exc
+    options = dict(
+        algo=algo,
+        variant=variant,
+        behavior_steps=behavior_steps,
+        critic_steps=critic_steps,
+        improve_steps=improve_steps,
+        beta=beta,
+        support_size=support_size,
+        renew_every=renew_every,
+        batch_size=batch_size,
+        critic_kind=critic_kind,
+        improve_loss=improve_loss,
+        solver=solver,
+        solver_steps=solver_steps,
+        action_selection=action_selection,
+        best_of_n=best_of_n,
+        seed=seed,
+    )
+    try:
+        _train(
+            dataset=dataset,
+            out=out,
+            env=env,
+            config=config,
+            set_=set_,
+            device=device,
+            threads=threads,
+            behavior_from=behavior_from,
+            resume=resume,
+            eval_episodes=eval_episodes,
+            checkpoint_every=checkpoint_every,
+            until=until,
+            quiet=quiet,
+            cluster=cluster,
+            options=options,
+        )
+    finally:
+        distributed.shutdown()
+
+
+def _train(
+    dataset: str,
+    out: Path,
+    env: str | None,
+    config: Path | None,
+    set_: list[str] | None,
+    device: str,
+    threads: int | None,
+    behavior_from: Path | None,
+    resume: bool,
+    eval_episodes: int,
+    checkpoint_every: int,
+    until: int | None,
+    quiet: bool,
+    cluster: Cluster,
+    options: dict[str, Any],
+) -> None:
+    """`qipo train` on this process: every rank builds the trainer and steps; rank 0 alone writes."""
+    from contextlib import nullcontext
+
     from pydantic import ValidationError
 
+    from training import distributed
     from training.config import QIPOConfig
     from training.device import DeviceError, on_device, resolve_device, seat_generator, state_to
     from training.qipo import QIPOTrainer, load_checkpoint
+
+    main = cluster.is_main
+    quiet = quiet or not main
 
     set_threads(threads)
     try:
         dev = resolve_device(device)
     except DeviceError as exc:
         raise fail(str(exc)) from exc
-    overrides: dict[str, Any] = {
-        k: v
-        for k, v in dict(
-            algo=algo,
-            variant=variant,
-            behavior_steps=behavior_steps,
-            critic_steps=critic_steps,
-            improve_steps=improve_steps,
-            beta=beta,
-            support_size=support_size,
-            renew_every=renew_every,
-            batch_size=batch_size,
-            critic_kind=critic_kind,
-            improve_loss=improve_loss,
-            solver=solver,
-            solver_steps=solver_steps,
-            action_selection=action_selection,
-            best_of_n=best_of_n,
-            seed=seed,
-        ).items()
-        if v is not None
-    }
+    overrides: dict[str, Any] = {k: v for k, v in options.items() if v is not None}
     try:
         base = json.loads(config.read_text()) if config else {}
     except (OSError, ValueError) as exc:
@@ -282,8 +337,16 @@ def train_command(
         cfg = QIPOConfig.model_validate(apply_sets(base | overrides, set_ or []))
     except (ValidationError, ValueError) as exc:
         raise fail(f"bad config: {config_error(exc)}") from exc
+    batches = {"batch_size": cfg.batch_size}
+    if cfg.algo == "qipo" and cfg.improve_loss == "full" and cfg.improve_steps > 0:
+        batches["improve_batch_size"] = cfg.improve_batch_size
+    try:
+        distributed.check_batches(cluster, **batches)
+        dev = distributed.init(cluster, dev)
+    except distributed.DistributedError as exc:
+        raise fail(str(exc)) from exc
     ds = load_data(dataset, env)
-    if eval_episodes > 0:
+    if eval_episodes > 0 and main:
         if ds.env_id:
             check_env(ds.env_id, ds.obs_dim, ds.act_dim, f"dataset {ds.name}")
         else:
@@ -296,9 +359,10 @@ def train_command(
     with on_device(dev):
         trainer = QIPOTrainer(ds, cfg, progress=progress)
         if not quiet:
+            procs = f" × {cluster.world_size} processes" if cluster.enabled else ""
             console.print(
                 f"{cfg.algo} on {ds.name} ({ds.size} transitions, env {ds.env_id or 'unknown'}): "
-                f"{trainer.total_steps} steps on {dev.type} → {out}"
+                f"{trainer.total_steps} steps on {dev.type}{procs} → {out}"
             )
         seat_generator(trainer, dev)
         try:
@@ -306,22 +370,38 @@ def train_command(
                 trainer.load_state_dict(state_to(load_checkpoint(out), dev))
             elif behavior_from is not None:
                 trainer.load_behavior(behavior_from)
-        except (FileNotFoundError, ValueError) as exc:
+        except FileNotFoundError as exc:
+            where = "" if main else " (every rank reads --out: put it on storage all nodes share)"
+            raise fail(f"{exc}{where}") from exc
+        except ValueError as exc:
             raise fail(str(exc)) from exc
-    out.mkdir(parents=True, exist_ok=True)
-    record = ds.describe() | {"path": str(dataset), "device": dev.type}
-    (out / RUN_DATASET_FILE).write_text(json.dumps(record, indent=2))
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        record = ds.describe() | {"path": str(dataset), "device": dev.type, "world_size": cluster.world_size}
+        (out / RUN_DATASET_FILE).write_text(json.dumps(record, indent=2))
     from training.metrics import MetricsWriter, plot_learning_curves, tensorboard_available
 
     def on_step(step: int) -> None:
-        if step % checkpoint_every == 0:
+        if main and step % checkpoint_every == 0:
             trainer.save(out)
 
-    with MetricsWriter(out, resume=resume, tensorboard=tensorboard_available()) as writer:
+    metrics = (
+        MetricsWriter(out, resume=resume, tensorboard=tensorboard_available()) if main else nullcontext()
+    )
+    with metrics as writer:
         with on_device(dev):
-            trainer.fit(on_log=writer, on_step=on_step)
-            trainer.save(out)
+            trainer.fit(until=until, on_log=writer, on_step=on_step)
             summary = trainer.summary()
+            if main:
+                trainer.save(out)
+        if writer is None:  # ranks other than 0 write nothing
+            return
+        if trainer.step < trainer.total_steps:
+            console.print(
+                f"stopped at step {trainer.step} of {trainer.total_steps}; checkpoint in {out} "
+                "(continue with --resume)"
+            )
+            return
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         for line in describe_summary(summary):
             console.print(line)

@@ -12,15 +12,19 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor
 
+from training import distributed
+
 
 def adam(params: Iterable[Tensor], lr: float) -> torch.optim.Adam:
     return torch.optim.Adam(params, lr=lr, fused=True)
 
 
 def step(opt: torch.optim.Optimizer, loss: Tensor, params: Iterable[Tensor], grad_clip: float | None) -> None:
-    """zero_grad → backward → (clip the global norm to `grad_clip`) → Adam step."""
+    """zero_grad → backward → (under torchrun: average across ranks) → (clip the global norm to
+    `grad_clip`) → Adam step."""
     opt.zero_grad(set_to_none=True)
     loss.backward()
+    distributed.average_gradients(opt)
     if grad_clip:
         torch.nn.utils.clip_grad_norm_(params, grad_clip, foreach=True)
     opt.step()

@@ -11,6 +11,9 @@ the distribution of Algorithm 2's eager renewal at a cost that follows the state
 (`renew_every × improve_batch_size`) instead of the dataset size; eager renewal (`renewal: "eager"`) builds
 the very same sets. How sharp the weights are is set once per renewal on a fixed probe of states
 (`training.temperature`), so both orders use the same temperature.
+
+Under torchrun every rank draws the global batch from the shared generator and trains on its slice, with
+gradients averaged across ranks (`training.distributed`): W processes train what one does.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from training import optim
+from training import distributed, optim
 from training.config import QIPOConfig
 from training.critic import Critic, IQLCritic, SoftmaxQCritic
 from training.data.dataset import TransitionDataset
@@ -38,6 +41,7 @@ from training.efm import q_weights, weighted_matching_loss
 from training.networks import TwinQ, VelocityNet
 from training.paths import make_path
 from training.policy import BestOfNPolicy, FlowPolicy, Normalizer, integrate, repeat_rows
+from training.support import SupportSets
 from training.temperature import effective_beta, probe_indices, weight_stats
 
 log = logging.getLogger(__name__)
@@ -131,6 +135,7 @@ class QIPOTrainer:
         self.cfg = cfg
         self.dataset = dataset
         self.progress = progress
+        self.cluster = distributed.current()  # rank 0 of 1 unless launched by torchrun (training.distributed)
         torch.manual_seed(cfg.seed)
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.normalizer = Normalizer.fit(dataset.observations, dataset.action_low, dataset.action_high)
@@ -171,9 +176,7 @@ class QIPOTrainer:
         self.renewals = 0
         self.behavior_samples: Tensor | None = None  # [N + E, Mc, A] at sample_states (critic targets)
         self.frozen: VelocityNet | None = None  # the policy as of the last renewal
-        self.support: Tensor | None = None  # [N, M+1, A], the dataset action last
-        self.support_q: Tensor | None = None  # [N, M+1] min-twin Q of each support action
-        self.filled: Tensor | None = None  # [N] bool: support drawn since the last renewal
+        self.supports: SupportSets | None = None  # sets drawn since the last renewal, the dataset action last
         self.beta_eff = cfg.beta  # inverse temperature on raw Q for the current renewal
         self.history: list[dict[str, Any]] = []
         self.renewal_log: list[dict[str, Any]] = []  # per renewal: β, ESS, data weight, seconds
@@ -254,16 +257,14 @@ class QIPOTrainer:
         n, m, a_dim = self.dataset.size, self.cfg.support_size, self.dataset.act_dim
         self.renewals += 1
         self.frozen = copy.deepcopy(self.net).eval().requires_grad_(False)
-        if self.support is None or self.support_q is None or self.filled is None:
-            self.support = torch.empty(n, m + 1, a_dim)
-            self.support_q = torch.empty(n, m + 1)
-            self.filled = torch.zeros(n, dtype=torch.bool)
-        self.filled.zero_()
-        self.support[:, m] = self.a
-        probe_q = self._support_q_for(self.probe)
-        self.beta_eff = effective_beta(probe_q, self.cfg.temperature, self.cfg.beta, self.cfg.target_ess)
+        if self.supports is None:
+            self.supports = SupportSets(n, m + 1, a_dim)
+        self.supports.clear()
         if self.cfg.renewal == "eager":
-            self.ensure_support(torch.arange(n))
+            self._draw_every_set()
+        # Each rank draws its block of the probe; all see every probe Q, so β is the same on every rank.
+        probe_q = distributed.split_rows(self.probe, self._support_q_for)
+        self.beta_eff = effective_beta(probe_q, self.cfg.temperature, self.cfg.beta, self.cfg.target_ess)
         stats = weight_stats(anchor_weights(q_weights(probe_q, self.beta_eff), self.cfg.data_anchor))
         self.renewal_log.append(
             {
@@ -279,25 +280,47 @@ class QIPOTrainer:
     def _support_q_for(self, rows: Tensor) -> Tensor:
         """Draw the support sets of `rows` not drawn since the last renewal; return their Q [len, M+1]."""
         self.ensure_support(rows)
-        assert self.support_q is not None
-        return self.support_q[rows]
+        assert self.supports is not None
+        return self.supports.q(rows)
 
     def ensure_support(self, rows: Tensor) -> None:
         """Draw (from the frozen policy, keyed noise) and score the support sets of rows not yet drawn."""
-        assert self.support is not None and self.support_q is not None and self.filled is not None
-        todo = rows[~self.filled[rows]].unique()
-        if len(todo) == 0:
-            return
+        assert self.supports is not None
+        todo = self.supports.missing(rows)
+        if len(todo) > 0:
+            self.supports.put(todo, *self._draw_support(todo))
+
+    def _draw_support(self, rows: Tensor) -> tuple[Tensor, Tensor]:
+        """The support sets of `rows` ([k, M+1, A], the dataset action last) and their Q [k, M+1]."""
         assert self.frozen is not None, "support sets are drawn after a renewal froze the policy"
         m, current = self.cfg.support_size, self.renewals - 1
         samples = self.behavior_samples
         if current == 0 and samples is not None and samples.shape[1] == m:
-            sampled = samples[todo]  # same net, same keyed noise: renewal 0's draw
+            sampled = samples[rows]  # same net, same keyed noise: renewal 0's draw
         else:
-            sampled = self.sample_unit_actions(self.frozen, self.s, todo, m, current, "support sets")
-        self.support[todo, :m] = sampled
-        self.support_q[todo] = self.score(self.s[todo], self.support[todo])
-        self.filled[todo] = True
+            sampled = self.sample_unit_actions(self.frozen, self.s, rows, m, current, "support sets")
+        support = torch.cat([sampled, self.a[rows].unsqueeze(1)], dim=1)
+        return support, self.score(self.s[rows], support)
+
+    def _draw_every_set(self, chunk: int = 1 << 18) -> None:
+        """Eager renewal, `chunk` states at a time (so the scratch memory does not grow with the dataset).
+        Under torchrun each rank draws a block of every chunk and all gather it: the time divides by the
+        world size, and every rank then holds every set."""
+        assert self.supports is not None
+        m1, a_dim = self.cfg.support_size + 1, self.dataset.act_dim
+
+        def packed(rows: Tensor) -> Tensor:
+            support, q = self._draw_support(rows)
+            return torch.cat([support.reshape(len(rows), m1 * a_dim), q], dim=1)
+
+        self.supports.reserve(self.dataset.size)
+        for lo in range(0, self.dataset.size, chunk):
+            rows = torch.arange(lo, min(lo + chunk, self.dataset.size))
+            if not self.cluster.enabled:
+                self.ensure_support(rows)
+                continue
+            table = distributed.split_rows(rows, packed)
+            self.supports.put(rows, table[:, : m1 * a_dim].reshape(-1, m1, a_dim), table[:, m1 * a_dim :])
 
     @torch.inference_mode()
     def score(self, s: Tensor, support: Tensor) -> Tensor:
@@ -336,8 +359,15 @@ class QIPOTrainer:
 
     # ----- one step of each phase -------------------------------------------------------------------
     def _batch(self, size: int | None = None) -> Tensor:
-        pick = torch.randint(0, len(self.train_rows), (size or self.cfg.batch_size,), generator=self.gen)
-        return self.train_rows[pick]
+        """This rank's slice of a global batch drawn from the generator every rank shares."""
+        n = size or self.cfg.batch_size
+        pick = torch.randint(0, len(self.train_rows), (n,), generator=self.gen)
+        return self.train_rows[pick[self.cluster.shard(n)]]
+
+    def _global_draw(self, draw: Callable[[int], Tensor], local_rows: int) -> Tensor:
+        """`draw(n)` for the global batch's n rows, this rank's slice (the whole of it in one process)."""
+        world = self.cluster.world_size
+        return draw(local_rows * world)[self.cluster.shard(local_rows * world)]
 
     def flow_loss(self, s: Tensor, x1: Tensor, weights: Tensor | None = None) -> Tensor:
         """x1 [B, A] (plain CFM) or [B, M, A] with weights [B, M] (energy-weighted over support sets)."""
@@ -346,8 +376,9 @@ class QIPOTrainer:
         if x1.dim() == 3:
             cond = repeat_rows(cond, shape[1])
         flat = x1.reshape(-1, shape[-1])
-        x0 = torch.randn(flat.shape, generator=self.gen)
-        t = self.path.sample_t(flat.shape[0], generator=self.gen)
+        n, a_dim = flat.shape
+        x0 = self._global_draw(lambda k: torch.randn((k, a_dim), generator=self.gen), n)
+        t = self._global_draw(lambda k: self.path.sample_t(k, generator=self.gen), n)
         xt, target = self.path.interpolate(x0, flat, t)
         pred = self.net.velocity(xt, t, cond)
         return weighted_matching_loss(pred.reshape(shape), target.reshape(shape), weights)
@@ -374,17 +405,20 @@ class QIPOTrainer:
         return loss.item()
 
     def improve_step(self) -> float:
-        assert self.support is not None
+        assert self.supports is not None
         if self.cfg.improve_loss == "resample":
             # One support action per state, drawn with probability g_ij: the same expected loss as the
-            # weighted sum over the set, at the cost of a behaviour step.
+            # weighted sum over the set, at the cost of a behaviour step. Inverse-CDF on one uniform per
+            # state of the global batch, so a rank draws its slice without the other ranks' weights.
             idx = self._batch()
-            pick = torch.multinomial(self.support_weights(idx), 1, generator=self.gen).squeeze(-1)
-            loss = self.flow_loss(self.s[idx], self.support[idx, pick])
+            weights = self.support_weights(idx)
+            u = self._global_draw(lambda k: torch.rand(k, generator=self.gen), len(idx))
+            pick = (weights.cumsum(-1) < u.unsqueeze(-1)).sum(-1).clamp(max=weights.shape[-1] - 1)
+            loss = self.flow_loss(self.s[idx], self.supports.actions(idx)[torch.arange(len(idx)), pick])
         else:
             idx = self._batch(self.cfg.improve_batch_size)
             weights = self.support_weights(idx)
-            loss = self.flow_loss(self.s[idx], self.support[idx], weights)
+            loss = self.flow_loss(self.s[idx], self.supports.actions(idx), weights)
         self._policy_step(loss)
         return loss.item()
 
@@ -393,8 +427,16 @@ class QIPOTrainer:
         """Work done once at a phase boundary (also when resuming exactly there)."""
         if step == self.k1 and self.k2 > 0 and self.critic.needs_next_actions:
             rows = torch.arange(len(self.sample_states))
-            self.behavior_samples = self.sample_unit_actions(
-                self.net, self.sample_states, rows, self.cfg.critic_support, 0, "critic's behaviour samples"
+            self.behavior_samples = distributed.split_rows(  # a block per rank, gathered on every rank
+                rows,
+                lambda block: self.sample_unit_actions(
+                    self.net,
+                    self.sample_states,
+                    block,
+                    self.cfg.critic_support,
+                    0,
+                    "critic's behaviour samples",
+                ),
             )
         if step == self.k1 + self.k2 and self.k3 > 0:
             self.sched = self._scheduler(self.k3, self.cfg.improve_lr)
@@ -413,10 +455,11 @@ class QIPOTrainer:
         return phase, loss
 
     def _record(self, phase: str, loss: float, elapsed: float) -> dict[str, Any]:
+        mean_loss, loss = distributed.mean_across([float(np.mean(self._window)), loss])  # the global batch's
         record: dict[str, Any] = {
             "step": self.step,
             "phase": phase,
-            "loss": float(np.mean(self._window)),
+            "loss": mean_loss,
             "last_loss": loss,
             "lr": self.opt.param_groups[0]["lr"],
             "renewals": self.renewals,
@@ -471,9 +514,7 @@ class QIPOTrainer:
             "sched": self.sched.state_dict(),
             "gen": self.gen.get_state(),
             "behavior_samples": self.behavior_samples,
-            "support": self.support,
-            "support_q": self.support_q,
-            "filled": self.filled,
+            "supports": None if self.supports is None else self.supports.state_dict(),
             "beta_eff": self.beta_eff,
             "history": json.dumps(self.history),
             "renewal_log": json.dumps(self.renewal_log),
@@ -513,13 +554,23 @@ class QIPOTrainer:
         self.sched.load_state_dict(state["sched"])
         self.gen.set_state(state["gen"])
         self.behavior_samples = state["behavior_samples"]
-        self.support = state["support"]
-        self.support_q = state["support_q"]
-        self.filled = state["filled"]
+        self.supports = self._supports_from(state)
         self.beta_eff = float(state["beta_eff"])
         self.history = json.loads(state["history"])
         self.renewal_log = json.loads(state["renewal_log"])
         self._window = json.loads(state["loss_window"])
+
+    def _supports_from(self, state: dict[str, Any]) -> SupportSets | None:
+        """The checkpoint's drawn sets (rank 0's; any rank may use them: a set depends only on the frozen
+        policy, the critic and its keyed noise), or a dense one from before sparse sets."""
+        if state.get("supports") is not None:
+            m1, a_dim = self.cfg.support_size + 1, self.dataset.act_dim
+            sets = SupportSets(self.dataset.size, m1, a_dim)
+            sets.load_state_dict(state["supports"])
+            return sets
+        if state.get("support") is not None:
+            return SupportSets.from_dense(state["support"], state["support_q"], state["filled"])
+        return None
 
     def load_behavior(self, checkpoint: Path) -> None:
         """Start from another run's behaviour policy (e.g. the BC run) and skip the warm-up."""

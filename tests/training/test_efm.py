@@ -66,14 +66,15 @@ def test_support_set_includes_dataset_action_and_rows_sum_to_one(
     trainer = QIPOTrainer(load_dataset(pendulum_dataset_dir), cfg, progress=False)
     trainer.fit(until=cfg.behavior_steps + cfg.critic_steps)
     trainer.renew_support()
-    assert trainer.support is not None and trainer.filled is not None and bool(trainer.filled.all())
-    n, m1, a = trainer.support.shape
+    assert trainer.supports is not None and bool(trainer.supports.filled.all())
+    support = trainer.supports.actions(torch.arange(trainer.dataset.size))
+    n, m1, a = support.shape
     assert (n, m1, a) == (trainer.dataset.size, cfg.support_size + 1, trainer.dataset.act_dim)
-    assert torch.equal(trainer.support[:, -1], trainer.a)  # the dataset action is always in the set
+    assert torch.equal(support[:, -1], trainer.a)  # the dataset action is always in the set
     weights = trainer.support_weights(torch.arange(n))
     assert torch.allclose(weights.sum(-1), torch.ones(n), atol=1e-5)
     # The weights are softmax(β·Q) of exactly those actions.
     s_rep = trainer.s.unsqueeze(1).expand(n, m1, -1).reshape(n * m1, -1)
     with torch.no_grad():
-        q = trainer.critic.q.q_min(s_rep, trainer.support.reshape(n * m1, a)).reshape(n, m1)
+        q = trainer.critic.q.q_min(s_rep, support.reshape(n * m1, a)).reshape(n, m1)
     assert torch.allclose(weights, torch.softmax(cfg.beta * q, -1), atol=1e-5)

@@ -16,6 +16,7 @@ from training.config import QIPOConfig
 from training.data import load_dataset
 from training.efm import q_weights
 from training.qipo import QIPOTrainer, next_state_rows
+from training.support import SupportSets
 
 
 class LinearTwin(nn.Module):
@@ -43,14 +44,15 @@ def test_loss_reduces_to_cfm_at_beta_zero(pendulum_dataset_dir: Path) -> None:
     trainer.fit(until=trainer.k1 + trainer.k2 + 1)  # into improvement: support sets exist
     idx = torch.arange(8)
     weights = trainer.support_weights(idx)
-    assert trainer.support is not None
+    assert trainer.supports is not None
+    support = trainer.supports.actions(idx)
     m1 = trainer.cfg.support_size + 1
     assert torch.allclose(weights, torch.full_like(weights, 1 / m1))
     state = trainer.gen.get_state()
-    weighted = trainer.flow_loss(trainer.s[idx], trainer.support[idx], weights)
+    weighted = trainer.flow_loss(trainer.s[idx], support, weights)
     trainer.gen.set_state(state)  # same x0 and t draws: plain CFM on the flattened support pairs
     s_flat = trainer.s[idx].repeat_interleave(m1, dim=0)
-    plain = trainer.flow_loss(s_flat, trainer.support[idx].reshape(8 * m1, -1))
+    plain = trainer.flow_loss(s_flat, support.reshape(8 * m1, -1))
     assert torch.allclose(weighted, plain, rtol=1e-5, atol=1e-6)
 
 
@@ -69,9 +71,9 @@ def test_trainer_weights_favour_high_q_support_actions(pendulum_dataset_dir: Pat
     trainer = make_trainer(pendulum_dataset_dir, temperature="raw")
     trainer.critic.q = LinearTwin(scale=1.0)  # type: ignore[assignment]
     n = trainer.dataset.size
-    trainer.support = torch.tensor([-0.9, 0.9]).reshape(1, 2, 1).expand(n, 2, 1).contiguous()
-    trainer.support_q = trainer.score(trainer.s, trainer.support)
-    trainer.filled = torch.ones(n, dtype=torch.bool)
+    support = torch.tensor([-0.9, 0.9]).reshape(1, 2, 1).expand(n, 2, 1).contiguous()
+    trainer.supports = SupportSets(n, 2, 1)
+    trainer.supports.put(torch.arange(n), support, trainer.score(trainer.s, support))
     previous = 0.5
     for beta in (0.1, 1.0, 3.0):
         trainer.beta_eff = beta
@@ -85,9 +87,9 @@ def test_trainer_weights_favour_high_q_support_actions(pendulum_dataset_dir: Pat
 def test_renewal_samples_the_current_policy_and_keeps_the_dataset_action(pendulum_dataset_dir: Path) -> None:
     trainer = make_trainer(pendulum_dataset_dir, renewal="eager")
     trainer.fit(until=trainer.k1 + trainer.k2 + 1)
-    assert trainer.support is not None and trainer.renewals == 1
-    m = trainer.cfg.support_size
-    before = trainer.support.clone()
+    assert trainer.supports is not None and trainer.renewals == 1
+    m, every = trainer.cfg.support_size, torch.arange(trainer.dataset.size)
+    before = trainer.supports.actions(every).clone()
     # Make the current policy a known one: velocity ≡ +5 drives every Euler path to the upper bound.
     final = trainer.net.out[-1]
     assert isinstance(final, nn.Linear)
@@ -96,22 +98,21 @@ def test_renewal_samples_the_current_policy_and_keeps_the_dataset_action(pendulu
         final.bias.fill_(5.0)
     trainer.renew_support()
     assert trainer.renewals == 2
-    assert torch.equal(trainer.support[:, :m], torch.ones_like(trainer.support[:, :m]))
-    assert not torch.equal(trainer.support[:, :m], before[:, :m])
-    assert torch.equal(trainer.support[:, m], trainer.a)  # the dataset action is always last
-    assert trainer.support_q is not None
-    assert torch.allclose(trainer.support_q, trainer.score(trainer.s, trainer.support))
+    support = trainer.supports.actions(every)
+    assert torch.equal(support[:, :m], torch.ones_like(support[:, :m]))
+    assert not torch.equal(support[:, :m], before[:, :m])
+    assert torch.equal(support[:, m], trainer.a)  # the dataset action is always last
+    assert torch.allclose(trainer.supports.q(every), trainer.score(trainer.s, support))
 
 
 def test_first_support_sets_reuse_the_critics_behaviour_samples(pendulum_dataset_dir: Path) -> None:
     trainer = make_trainer(pendulum_dataset_dir, critic_kind="softmax-q")
     trainer.fit(until=trainer.k1 + trainer.k2 + 1)
-    assert trainer.behavior_samples is not None and trainer.support is not None
-    assert trainer.filled is not None
+    assert trainer.behavior_samples is not None and trainer.supports is not None
     n, m = trainer.dataset.size, trainer.cfg.support_size
-    drawn = trainer.filled  # lazy: the probe and the first batch
-    assert 0 < int(drawn.sum()) < n
-    assert torch.equal(trainer.support[drawn, :m], trainer.behavior_samples[:n][drawn])
+    drawn = trainer.supports.rows()  # lazy: the probe and the first batch
+    assert 0 < len(drawn) < n
+    assert torch.equal(trainer.supports.actions(drawn)[:, :m], trainer.behavior_samples[drawn])
 
 
 def test_renewals_happen_every_k_renew_steps(pendulum_dataset_dir: Path) -> None:
@@ -133,7 +134,7 @@ def test_iql_critic_needs_no_behaviour_samples(pendulum_dataset_dir: Path) -> No
     trainer = make_trainer(pendulum_dataset_dir, critic_kind="iql", improve_steps=5)
     trainer.fit()
     assert trainer.behavior_samples is None
-    assert trainer.support is not None and trainer.renewals == 1
+    assert trainer.supports is not None and trainer.renewals == 1
     assert all(np.isfinite(r["loss"]) for r in trainer.history)
 
 

@@ -86,14 +86,13 @@ def test_lazy_renewal_builds_the_same_support_sets_as_eager(
     for until in (k12 + 1, k12 + 20, k12 + 21, k12 + 40):
         lazy.fit(until=until)
         eager.fit(until=until)
-        assert lazy.filled is not None and eager.filled is not None and lazy.support is not None
-        assert eager.support is not None and lazy.support_q is not None and eager.support_q is not None
-        assert bool(eager.filled.all())
-        touched = lazy.filled
-        assert 0 < int(touched.sum()) < data.size  # lazy drew only what the batches needed
+        assert lazy.supports is not None and eager.supports is not None
+        assert bool(eager.supports.filled.all())
+        touched = lazy.supports.rows()
+        assert 0 < len(touched) < data.size  # lazy drew only what the batches needed
         # GEMMs of different batch sizes may round differently in the last bits.
-        assert torch.allclose(lazy.support[touched], eager.support[touched], atol=1e-5)
-        assert torch.allclose(lazy.support_q[touched], eager.support_q[touched], atol=1e-5)
+        assert torch.allclose(lazy.supports.actions(touched), eager.supports.actions(touched), atol=1e-5)
+        assert torch.allclose(lazy.supports.q(touched), eager.supports.q(touched), atol=1e-5)
         assert lazy.beta_eff == pytest.approx(eager.beta_eff, rel=1e-5)
     for p_lazy, p_eager in zip(lazy.net.parameters(), eager.net.parameters(), strict=True):
         assert torch.allclose(p_lazy, p_eager, atol=1e-4)
