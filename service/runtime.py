@@ -15,7 +15,7 @@ import numpy as np
 import onnxruntime as ort
 
 from service.artifact import POLICY_FILE, ArtifactError, Manifest, verify_artifact
-from service.policy import Actions, bounded
+from service.policy import Actions, Bounds
 
 log = logging.getLogger(__name__)
 _OUTPUTS = ["action"]
@@ -35,8 +35,7 @@ class OnnxPolicy:
 
     manifest: Manifest
     session: ort.InferenceSession
-    low: np.ndarray
-    high: np.ndarray
+    bounds: Bounds
     load_seconds: float
     io_binding: bool = False  # CUDA: bind inputs/outputs explicitly instead of letting run() copy twice
 
@@ -58,8 +57,7 @@ class OnnxPolicy:
         policy = cls(
             manifest=manifest,
             session=session,
-            low=np.asarray(manifest.action_low, dtype=np.float32),
-            high=np.asarray(manifest.action_high, dtype=np.float32),
+            bounds=Bounds(np.asarray(manifest.action_low), np.asarray(manifest.action_high)),
             load_seconds=0.0,
             io_binding=session.get_providers()[0] == "CUDAExecutionProvider",
         )
@@ -80,7 +78,7 @@ class OnnxPolicy:
 
     def act(self, states: np.ndarray, noise: np.ndarray) -> Actions:
         """Bounded actions and the rows at a bound (the `Policy` interface)."""
-        return bounded(self.run(states, noise), self.low, self.high)
+        return self.bounds.apply(self.run(states, noise))
 
     def run(self, state: np.ndarray, noise: np.ndarray) -> np.ndarray:
         """The graph's raw output [B, A] float32 (a fresh array the caller may modify)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable
 from pathlib import Path
 
 import numpy as np
@@ -34,19 +35,55 @@ def test_one_tick_is_one_onnx_call_and_rows_equal_alone(policy: OnnxPolicy, exec
     batcher = MicroBatcher(BatchConfig(executor=executor), metrics)  # type: ignore[arg-type]
     states = rows(20)
 
-    async def go() -> tuple[list[np.ndarray], list[np.ndarray]]:
-        together = await asyncio.gather(
-            *(batcher.submit(policy, s[None], seed=i) for i, s in enumerate(states))
-        )
+    async def go() -> tuple[list[np.ndarray], list[np.ndarray], list[tuple[float, float]]]:
+        seen = []
+        for _ in range(2):
+            together = await asyncio.gather(
+                *(batcher.submit(policy, s[None], seed=i) for i, s in enumerate(states))
+            )
+            seen.append(calls(metrics))
         alone = [await batcher.submit(policy, s[None], seed=i) for i, s in enumerate(states)]
-        return [r.actions for r in together], [r.actions for r in alone]
+        return [r.actions for r in together], [r.actions for r in alone], seen
 
-    together, alone = asyncio.run(go())
-    assert calls(metrics) == (1 + 20, 40)  # the 20 concurrent requests shared one call
+    together, alone, seen = asyncio.run(go())
+    if executor == "inline":
+        # A fresh batcher is in solo mode: the first request of the first tick runs at once, the other 19
+        # see that a flush already ran in this pass and share one call; the next tick is one call.
+        assert seen == [(2, 20), (3, 40)]
+    else:
+        assert seen == [(1, 20), (2, 40)]
+    assert calls(metrics) == (seen[1][0] + 20, 60)
     for a, b in zip(together, alone, strict=True):
         np.testing.assert_array_equal(a, b)
     expected = policy.act(states[3:4], np.random.default_rng(3).standard_normal((1, 1), dtype=np.float32))
     np.testing.assert_array_equal(together[3], expected.actions)
+
+
+def test_one_client_at_a_time_is_flushed_without_a_loop_pass(policy: OnnxPolicy) -> None:
+    """Inline executor, idle batcher, last flush of one request: the request is answered without yielding
+    to the loop (a callback scheduled before it has not run when it returns). After a batched tick, the
+    first request leads again (it yields once, so a tick's requests can still join)."""
+    batcher = MicroBatcher(BatchConfig(), Metrics())
+
+    async def yielded_during(submit: Awaitable[object]) -> bool:
+        ran: list[bool] = []
+        asyncio.get_running_loop().call_soon(ran.append, True)
+        await submit
+        return bool(ran)
+
+    async def go() -> list[bool]:
+        out = []
+        for _ in range(3):
+            out.append(await yielded_during(batcher.submit(policy, rows(1), None)))
+            await asyncio.sleep(0)  # the next loop pass: the mark of this pass's solo flush is cleared
+        await asyncio.gather(*(batcher.submit(policy, rows(1, i), None) for i in range(4)))
+        await asyncio.sleep(0)
+        out.append(await yielded_during(batcher.submit(policy, rows(1), None)))  # leads: yields once
+        await asyncio.sleep(0)
+        out.append(await yielded_during(batcher.submit(policy, rows(1), None)))  # solo again
+        return out
+
+    assert asyncio.run(go()) == [False, False, False, True, False]
 
 
 def test_max_batch_size_splits_without_breaking_a_request(policy: OnnxPolicy) -> None:
@@ -82,20 +119,29 @@ def test_deadline_past_or_too_close_is_refused_before_compute(policy: OnnxPolicy
 
 
 def test_full_queue_and_queue_timeout_answer_503(policy: OnnxPolicy) -> None:
-    batcher = MicroBatcher(BatchConfig(max_queue_rows=10, queue_timeout_ms=1.0), Metrics())
+    """Two batchers, so a slow box cannot time out the request the queue-full check needs (a 1 ms timeout
+    used to do that under load); the timeout case blocks the loop for 40× its queue_timeout_ms."""
+    full = MicroBatcher(BatchConfig(max_queue_rows=10), Metrics())
+    timing = MicroBatcher(BatchConfig(queue_timeout_ms=5.0), Metrics())
 
     async def go() -> None:
-        first = asyncio.ensure_future(batcher.submit(policy, rows(8), None))
-        await asyncio.sleep(0)  # `first` is queued, its flush not yet run
-        with pytest.raises(Overloaded, match="queue is full"):
-            await batcher.submit(policy, rows(4), None)
-        await first
-        time.sleep(0.005)  # block the loop: the next request waits past queue_timeout_ms before its flush
-        late = asyncio.ensure_future(batcher.submit(policy, rows(1), None))
+        # Two requests in one loop pass: the second waits in the queue (behind the first's flush or
+        # joining it) until the next pass.
+        before = asyncio.ensure_future(full.submit(policy, rows(1), None))
+        first = asyncio.ensure_future(full.submit(policy, rows(8), None))
         await asyncio.sleep(0)
-        time.sleep(0.005)
+        with pytest.raises(Overloaded, match="queue is full"):
+            await full.submit(policy, rows(4), None)
+        await before
+        await first
+
+        other = asyncio.ensure_future(timing.submit(policy, rows(1), None))
+        late = asyncio.ensure_future(timing.submit(policy, rows(1), None))
+        await asyncio.sleep(0)  # both are in the batcher; `late` is still queued
+        time.sleep(0.2)  # block the loop: `late` waits past queue_timeout_ms before its flush
         with pytest.raises(Overloaded, match="queue_timeout_ms"):
             await late
+        await asyncio.gather(other, return_exceptions=True)  # flushed at once, or timed out with `late`
 
     asyncio.run(go())
 
