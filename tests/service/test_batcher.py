@@ -159,3 +159,11 @@ def test_drain_finishes_queued_work_and_refuses_new(policy: OnnxPolicy) -> None:
 
     asyncio.run(go())
     assert batcher.queue_rows == 0
+
+
+def test_direct_onnx_run_answers_as_the_session_wrapper(policy: OnnxPolicy) -> None:
+    """`OnnxPolicy.run` skips onnxruntime's Python wrapper on CPU; it must give the wrapper's actions."""
+    assert policy._run is not None  # the CPU provider of the installed onnxruntime offers the direct call
+    states, noise = rows(5), np.random.default_rng(1).standard_normal((5, 1), dtype=np.float32)
+    (wrapped,) = policy.session.run(["action"], {"state": states, "noise": noise})
+    np.testing.assert_array_equal(policy.run(states, noise), wrapped)
