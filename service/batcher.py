@@ -15,9 +15,11 @@ and no second wake-up; the others of the tick get theirs through their futures.
 
 One client at a time does not even need that pass: when the last flush held a single request and no flush
 has run yet in this loop pass, a request arriving at an idle batcher is flushed on the spot (`_solo`). That
-flush marks the pass (cleared by a `call_soon`), so when many requests arrive in one pass the first runs
-alone and the rest see the mark, lead and join as before; a flush of more than one request turns the solo
-path off until a flush holds one request again. Batching under load is unchanged.
+flush marks the pass with its task (cleared by a `call_soon`), so when many requests arrive in one pass the
+first runs alone and the rest (other tasks) see the mark, lead and join as before; the marking task itself
+may flush again at once (its next request could not have joined: it waited for the first). A flush of more
+than one request turns the solo path off until a flush holds one request again. Batching under load is
+unchanged.
 
 Where the ONNX call runs (`executor`): "inline" (default) runs it on the event loop; "thread" hands the
 batch to one worker thread, so the loop keeps reading requests while ONNX Runtime (which releases the GIL)
@@ -126,7 +128,7 @@ class MicroBatcher:
         # Seconds per ONNX call, smoothed: how long a request still needs once it leaves the queue.
         self._infer_estimate: dict[int, float] = {}
         self._solo = True  # the last flush held one request: an idle batcher may flush a request at once
-        self._marked = False  # a solo flush ran in this loop pass (cleared at the next pass)
+        self._marked: asyncio.Task[object] | None = None  # the task of this loop pass's solo flush, if any
         # Unseeded noise: one draw of NOISE_POOL_ROWS rows, handed out in slices (width -> (pool, next row)).
         self._noise_pool: dict[int, tuple[np.ndarray, int]] = {}
 
@@ -156,9 +158,10 @@ class MicroBatcher:
         if self._scheduled or self._busy:
             return await item.future  # a flush is coming (or computing) and will take this item
         if self.config.executor == "inline" and self.config.max_queue_delay_ms <= 0:
-            if self._solo and not self._marked:
-                self._marked = True
-                loop.call_soon(self._unmark)
+            if self._solo and (self._marked is None or self._marked is asyncio.current_task(loop)):
+                if self._marked is None:
+                    self._marked = asyncio.current_task(loop)
+                    loop.call_soon(self._unmark)
                 self._flush()  # alone in an idle batcher: no loop pass to wait for
             else:
                 await self._lead()
@@ -167,7 +170,7 @@ class MicroBatcher:
         return await item.future  # done already when this request led its own flush
 
     def _unmark(self) -> None:
-        self._marked = False
+        self._marked = None
 
     async def _lead(self) -> None:
         """Yield once so the rest of this tick can queue, then flush on this task (inline executor)."""
