@@ -353,6 +353,8 @@ def pick_served(manager: ModelManager) -> ModelPicker:
         try:
             model = manager.choose(robot_id, ref)
         except ModelNotLoaded as exc:
+            if exc.not_yet:  # a rolling upgrade's lag: the balancer retries on another replica
+                raise ActError(503, str(exc), {"Retry-After": "1"}) from None
             raise ActError(409, str(exc)) from None
         if model is None:
             raise ActError(503, f"no model loaded: {manager.last_error or 'loading'}", {"Retry-After": "1"})
@@ -370,11 +372,14 @@ ACT_OPENAPI: dict[str, Any] = {
     }
 }
 ACT_RESPONSES: dict[int | str, dict[str, Any]] = {
-    409: {"description": "`model` names an alias or version this replica has not loaded"},
+    409: {"description": "`model` names an alias or older version this replica does not hold"},
     413: {"description": "Body larger than max_body_bytes"},
     415: {"description": "Content-Type is neither application/json nor application/msgpack"},
     422: {"description": "Invalid request: the detail names the field and why"},
-    503: {"description": "No model ready, queue full or shutting down (see Retry-After)"},
+    503: {
+        "description": "No model ready, queue full, shutting down, or `model` pins a version newer than "
+        "this replica holds yet (see Retry-After)"
+    },
     504: {"description": "deadline_ms cannot be met: no action is sent, use the robot's fallback"},
 }
 
