@@ -136,6 +136,7 @@ def test_model_not_loaded_here_is_409(server: Running) -> None:
     assert "retry-after" not in r.headers
     r = post(server.url, {"state": STATE, "model": "0"})  # older than anything it holds: a conflict too
     assert r.status_code == 409 and "omit `model`" in r.json()["detail"]
+    assert post(server.url, {"state": STATE, "model": "²"}).status_code == 409  # isdigit(), yet not int()
     assert post(server.url, {"state": STATE, "model": "production"}).status_code == 200
 
 
