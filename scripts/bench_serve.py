@@ -242,27 +242,37 @@ def inproc_costs(
     tmp: Path,
     profile_dir: Path | None = None,
     requests: int = INPROC_REQUESTS,
+    repeats: int = 1,
 ) -> dict[str, Any]:
     """`asgi_cost` for the floor and every inline qipo server, each in its own process (its own `service`).
 
-    With `profile_dir`, one more run per app, one request at a time, under py-spy: the 1-client path
-    without sockets, whose stacks go to serve-profile-inproc-<app>.collapsed and its table to `profile`.
+    `repeats` > 1 runs every app that many times, in turn (floor, app, app, …, floor, app, …), so that a
+    shared box's drifting load hits all of them alike, and keeps the median of each number; `runs` holds
+    every run's. With `profile_dir`, one more run per app, one request at a time, under py-spy: the 1-client
+    path without sockets, whose stacks go to serve-profile-inproc-<app>.collapsed and its table to `profile`.
     """
+    apps = {
+        name: spec
+        for name, spec in {"floor": ("floor", None, None, ROOT), **specs}.items()
+        if name == "floor" or name.endswith(":inline")  # the executor does not change the in-process cost
+    }
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in apps}
+    for _ in range(repeats):
+        for name, (_, arch, _, src) in apps.items():
+            kind = "floor" if name == "floor" else "qipo"
+            command = [sys.executable, __file__, "_asgi", kind, str(tmp / f"registry-{arch}")]
+            command += [str(tmp / f"inproc-{name}"), str(requests)]
+            runs[name].append(_child_json(name, command, src))
     out: dict[str, Any] = {}
-    for name, (_, arch, _, src) in {"floor": ("floor", None, None, ROOT), **specs}.items():
-        if name != "floor" and not name.endswith(":inline"):
-            continue  # the executor does not change what the app costs in process
+    for name, (_, arch, _, src) in apps.items():
+        out[name] = {"model": arch, "runs": runs[name]}
+        for key in ("us_per_req", "onnx_us_per_req"):
+            out[name][key] = {
+                c: statistics.median(run[key][c] for run in runs[name]) for c in runs[name][0][key]
+            }
         kind = "floor" if name == "floor" else "qipo"
-        command = [
-            sys.executable,
-            __file__,
-            "_asgi",
-            kind,
-            str(tmp / f"registry-{arch}"),
-            str(tmp / f"inproc-{name}"),
-            str(requests),
-        ]
-        out[name] = {"model": arch, **_child_json(name, command, src)}
+        command = [sys.executable, __file__, "_asgi", kind, str(tmp / f"registry-{arch}")]
+        command += [str(tmp / f"inproc-{name}"), str(requests)]
         if profile_dir is not None:
             raw = profile_dir / f"serve-profile-inproc-{name.replace(':', '-')}.collapsed"
             spy = [
@@ -719,14 +729,17 @@ def ratios(records: list[dict[str, Any]], sampler: dict[str, list[dict[str, Any]
 def inproc_lines(result: dict[str, Any]) -> list[str]:
     """The in-process table (markdown lines) of serve.md and serve-inproc.md."""
     n = result["meta"]["inproc_requests"]
+    repeats = result["meta"].get("inproc_repeats", 1)
     lines = [
         "",
         "## In process: the ASGI app called directly (thread CPU µs per request)",
         "",
         "No sockets, no uvicorn, no scheduler: each app (floor included) is called on uvloop with the same "
-        f"bodies, {n} requests one at a time, then {n} as 64 at once; "
-        "overhead = app − floor app − sampler µs/row (batch 1, batch 64). This is what the serving code "
-        "itself costs, and other jobs on the box barely move it.",
+        f"bodies, {n} requests one at a time, then {n} as 64 at once"
+        + (f"; median of {repeats} runs, the apps in turn" if repeats > 1 else "")
+        + "; overhead = app − floor app − sampler µs/row (batch 1, batch 64). This is what the serving code "
+        "itself costs; other jobs on the box move it far less than wall time, though not to nothing (they "
+        "share the cores' caches).",
         "",
         "`ONNX in app` is the thread CPU of the ONNX calls inside the app; `Python` = app − floor app − "
         "ONNX in app: the serving code's own cost.",
@@ -856,7 +869,9 @@ def inproc_only(args: argparse.Namespace) -> None:
             mv = reg.publish(art)
             reg.promote(mv.name, "production", mv.version)
         args.out.mkdir(parents=True, exist_ok=True)
-        inproc = inproc_costs(specs, tmp_path, args.out if args.profile else None, args.inproc_requests)
+        inproc = inproc_costs(
+            specs, tmp_path, args.out if args.profile else None, args.inproc_requests, args.inproc_repeats
+        )
     add_inproc_overhead(inproc, sampler)
     profiles = {
         f"in process, one request at a time: {k}": v.pop("profile")
@@ -870,6 +885,7 @@ def inproc_only(args: argparse.Namespace) -> None:
         "loadavg_at_end": os.getloadavg(),
         "duration_s": 0,
         "inproc_requests": args.inproc_requests,
+        "inproc_repeats": args.inproc_repeats,
         "baseline": None if args.baseline is None else str(args.baseline),
     }
     result = {"meta": meta, "inproc": inproc, "sampler": sampler}
@@ -918,6 +934,12 @@ def main() -> None:
         action="store_true",
         help="no sockets: only the in-process apps (thread CPU) and the ONNX sampler at batch 1 and 64, "
         "into serve-inproc.md/json (with --profile: serve-profile-inproc-run.md)",
+    )
+    parser.add_argument(
+        "--inproc-repeats",
+        type=int,
+        default=1,
+        help="run every in-process app this many times, in turn, and keep the medians (a shared box)",
     )
     parser.add_argument(
         "--inproc-requests",
@@ -1003,7 +1025,9 @@ def main() -> None:
         finally:
             for proc, _ in servers.values():
                 stop_server(proc)
-        inproc = inproc_costs(specs, tmp_path, args.out if args.profile else None, args.inproc_requests)
+        inproc = inproc_costs(
+            specs, tmp_path, args.out if args.profile else None, args.inproc_requests, args.inproc_repeats
+        )
         for name, info in inproc.items():
             if "profile" in info:
                 profiles[f"in process, one request at a time: {name}"] = info.pop("profile")
@@ -1018,6 +1042,7 @@ def main() -> None:
             "duration_s": args.duration,
             "warmup_s": args.warmup,
             "inproc_requests": args.inproc_requests,
+            "inproc_repeats": args.inproc_repeats,
             "servers": variants,
             "baseline": None if args.baseline is None else str(args.baseline),
             "archs": {k: dict(zip(("hidden", "blocks", "steps"), ARCHS[k], strict=True)) for k in archs},
