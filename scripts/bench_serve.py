@@ -232,6 +232,15 @@ def asgi_cost(kind: str, registry: str, cache: str, requests: int, levels: tuple
                         await asyncio.gather(*(one(i) for i in range(start, start + clients)))
                 out["us_per_req"][str(clients)] = (time.thread_time_ns() - t0) / 1e3 / requests
                 out["onnx_us_per_req"][str(clients)] = onnx_ns[0] / 1e3 / requests
+            if kind != "floor" and levels == (1, 64):
+                # The sampler alone, in this process, right after the app: the same moment of the box.
+                out["sampler_us_per_row"] = {}
+                rng = np.random.default_rng(0)
+                for rows in levels:
+                    state = rng.standard_normal((rows, policy.obs_dim), dtype=np.float32)
+                    noise = rng.standard_normal((rows, policy.noise_dim), dtype=np.float32)
+                    ms = time_call(lambda s=state, n=noise: policy.run(s, n), 300 if rows == 1 else 60)
+                    out["sampler_us_per_row"][str(rows)] = ms * 1e3 / rows
         return out
 
     print(json.dumps(uvloop.run(measure())))
@@ -266,7 +275,9 @@ def inproc_costs(
     out: dict[str, Any] = {}
     for name, (_, arch, _, src) in apps.items():
         out[name] = {"model": arch, "runs": runs[name]}
-        for key in ("us_per_req", "onnx_us_per_req"):
+        for key in ("us_per_req", "onnx_us_per_req", "sampler_us_per_row"):
+            if key not in runs[name][0]:
+                continue
             out[name][key] = {
                 c: statistics.median(run[key][c] for run in runs[name]) for c in runs[name][0][key]
             }
@@ -666,15 +677,18 @@ def add_overhead(records: list[dict[str, Any]], sampler: dict[str, list[dict[str
 
 def add_inproc_overhead(inproc: dict[str, Any], sampler: dict[str, list[dict[str, Any]]]) -> None:
     """In-process overhead: the app's CPU µs/req − the floor app's − the sampler's µs per row (batch 1 for
-    one request at a time; batch 64 for 64 at once, which one loop tick joins into one call). `python_…`
-    subtracts the ONNX call as it ran inside the app instead (caches are colder there than in a loop of
-    sampler calls), which leaves the Python the serving code adds."""
+    one request at a time; batch 64 for 64 at once, which one loop tick joins into one call), the sampler
+    as timed in the app's own process right after it ran when the child measured it (the same moment of a
+    shared box), else the sampler table's. `python_…` subtracts the ONNX call as it ran inside the app
+    instead (caches are colder there than in a loop of sampler calls), which leaves the Python the serving
+    code adds."""
     floor = inproc["floor"]["us_per_req"]
     for info in inproc.values():
         if info["model"] is None:
             continue
+        own = info.get("sampler_us_per_row", {})
         info["overhead_us_per_req"] = {
-            c: us - floor[c] - sampler_us_per_row(sampler[info["model"]], float(c))
+            c: us - floor[c] - own.get(c, sampler_us_per_row(sampler[info["model"]], float(c)))
             for c, us in info["us_per_req"].items()
         }
         info["python_overhead_us_per_req"] = {
@@ -741,18 +755,21 @@ def inproc_lines(result: dict[str, Any]) -> list[str]:
         "itself costs; other jobs on the box move it far less than wall time, though not to nothing (they "
         "share the cores' caches).",
         "",
-        "`ONNX in app` is the thread CPU of the ONNX calls inside the app; `Python` = app − floor app − "
-        "ONNX in app: the serving code's own cost.",
+        "`ONNX in app` is the thread CPU of the ONNX calls inside the app; `sampler` the median thread CPU "
+        "of the same session called in a loop in the same process right after (µs per row); `Python` = app "
+        "− floor app − ONNX in app: the serving code's own cost.",
         "",
-        "| app | model | clients | µs/req | ONNX in app µs/req | overhead µs/req | Python µs/req |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| app | model | clients | µs/req | ONNX in app µs/req | sampler µs/row | overhead µs/req "
+        "| Python µs/req |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name, info in result["inproc"].items():
         for c, us in info["us_per_req"].items():
             onnx = info["onnx_us_per_req"].get(c) if info["model"] else None
+            own = info.get("sampler_us_per_row", {}).get(c)
             over = info.get("overhead_us_per_req", {}).get(c)
             py = info.get("python_overhead_us_per_req", {}).get(c)
-            cells = ["" if v is None else f"{v:.0f}" for v in (onnx, over, py)]
+            cells = ["" if v is None else f"{v:.0f}" for v in (onnx, own, over, py)]
             lines.append(f"| {name} | {info['model'] or ''} | {c} | {us:.0f} | " + " | ".join(cells) + " |")
     return lines
 
