@@ -232,7 +232,7 @@ def asgi_cost(kind: str, registry: str, cache: str, requests: int, levels: tuple
                         await asyncio.gather(*(one(i) for i in range(start, start + clients)))
                 out["us_per_req"][str(clients)] = (time.thread_time_ns() - t0) / 1e3 / requests
                 out["onnx_us_per_req"][str(clients)] = onnx_ns[0] / 1e3 / requests
-            if kind != "floor" and levels == (1, 64):
+            if kind != "floor" and levels == (1, 64) and hasattr(policy, "noise_dim"):
                 # The sampler alone, in this process, right after the app: the same moment of the box.
                 out["sampler_us_per_row"] = {}
                 rng = np.random.default_rng(0)
