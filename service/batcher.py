@@ -13,13 +13,13 @@ With the inline executor the first request of a tick leads: it yields once (`asy
 one pass a scheduled flush would wait) and then runs the flush itself, so its own answer needs no future
 and no second wake-up; the others of the tick get theirs through their futures.
 
-One client at a time does not even need that pass: when the last flush held a single request and no flush
-has run yet in this loop pass, a request arriving at an idle batcher is flushed on the spot (`_solo`). That
-flush marks the pass with its task (cleared by a `call_soon`), so when many requests arrive in one pass the
-first runs alone and the rest (other tasks) see the mark, lead and join as before; the marking task itself
-may flush again at once (its next request could not have joined: it waited for the first). A flush of more
-than one request turns the solo path off until a flush holds one request again. Batching under load is
-unchanged.
+One client at a time does not even need that pass: after `SOLO_AFTER` flushes in a row that each held one
+request, a request arriving at an idle batcher is flushed on the spot ("solo"). A solo flush marks the loop
+pass with its task (cleared by a `call_soon`); a request of another task that arrives in the same pass sees
+the mark, so clients are concurrent: it resets the count and leads, and the rest of the pass joins it, as
+before. The marking task itself may flush solo again in that pass (its next request could not have joined:
+it waited for the first). A flush of more than one request resets the count too. So under load, even light
+load, batching is what it was; one client pays one ONNX call per request and no extra loop pass.
 
 Where the ONNX call runs (`executor`): "inline" (default) runs it on the event loop; "thread" hands the
 batch to one worker thread, so the loop keeps reading requests while ONNX Runtime (which releases the GIL)
@@ -53,6 +53,7 @@ from service.policy import Policy, seeded_noise
 log = logging.getLogger(__name__)
 
 Executor = Literal["inline", "thread"]
+SOLO_AFTER = 2  # one-request flushes in a row (no second request seen in their pass) before solo flushes
 NOISE_POOL_ROWS = 4096
 _EMPTY = np.empty((0, 0), dtype=np.float32)
 _Outcome = tuple[np.ndarray, np.ndarray, float]  # actions [B, A], saturated rows [B], infer seconds
@@ -127,7 +128,7 @@ class MicroBatcher:
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         # Seconds per ONNX call, smoothed: how long a request still needs once it leaves the queue.
         self._infer_estimate: dict[int, float] = {}
-        self._solo = True  # the last flush held one request: an idle batcher may flush a request at once
+        self._singles = 0  # one-request flushes in a row; from SOLO_AFTER on, a lone request flushes at once
         self._marked: asyncio.Task[object] | None = None  # the task of this loop pass's solo flush, if any
         # Unseeded noise: one draw of NOISE_POOL_ROWS rows, handed out in slices (width -> (pool, next row)).
         self._noise_pool: dict[int, tuple[np.ndarray, int]] = {}
@@ -158,8 +159,12 @@ class MicroBatcher:
         if self._scheduled or self._busy:
             return await item.future  # a flush is coming (or computing) and will take this item
         if self.config.executor == "inline" and self.config.max_queue_delay_ms <= 0:
-            if self._solo and (self._marked is None or self._marked is asyncio.current_task(loop)):
-                if self._marked is None:
+            marked = self._marked
+            if marked is not None and marked is not asyncio.current_task(loop):
+                self._singles = 0  # a second client in the pass of a solo flush: batch again
+                await self._lead()
+            elif self._singles >= SOLO_AFTER:
+                if marked is None:
                     self._marked = asyncio.current_task(loop)
                     loop.call_soon(self._unmark)
                 self._flush()  # alone in an idle batcher: no loop pass to wait for
@@ -364,7 +369,7 @@ class MicroBatcher:
         old = self._infer_estimate.get(key)
         self._infer_estimate[key] = infer if old is None else 0.8 * old + 0.2 * infer
         rows = len(actions)
-        self._solo = len(batch) == 1
+        self._singles = self._singles + 1 if len(batch) == 1 else 0
         m = self.metrics
         m.batch_size.observe(rows)
         now = time.perf_counter()

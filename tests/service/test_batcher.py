@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.batcher import BatchConfig, DeadlineExceeded, MicroBatcher, Overloaded
+from service.batcher import SOLO_AFTER, BatchConfig, DeadlineExceeded, MicroBatcher, Overloaded
 from service.metrics import Metrics
 from service.runtime import OnnxPolicy
 
@@ -46,13 +46,8 @@ def test_one_tick_is_one_onnx_call_and_rows_equal_alone(policy: OnnxPolicy, exec
         return [r.actions for r in together], [r.actions for r in alone], seen
 
     together, alone, seen = asyncio.run(go())
-    if executor == "inline":
-        # A fresh batcher is in solo mode: the first request of the first tick runs at once, the other 19
-        # see that a flush already ran in this pass and share one call; the next tick is one call.
-        assert seen == [(2, 20), (3, 40)]
-    else:
-        assert seen == [(1, 20), (2, 40)]
-    assert calls(metrics) == (seen[1][0] + 20, 60)
+    assert seen == [(1, 20), (2, 40)]
+    assert calls(metrics) == (2 + 20, 60)
     for a, b in zip(together, alone, strict=True):
         np.testing.assert_array_equal(a, b)
     expected = policy.act(states[3:4], np.random.default_rng(3).standard_normal((1, 1), dtype=np.float32))
@@ -60,10 +55,12 @@ def test_one_tick_is_one_onnx_call_and_rows_equal_alone(policy: OnnxPolicy, exec
 
 
 def test_one_client_at_a_time_is_flushed_without_a_loop_pass(policy: OnnxPolicy) -> None:
-    """Inline executor, idle batcher, last flush of one request: the request is answered without yielding
-    to the loop (a callback scheduled before it has not run when it returns). After a batched tick, the
-    first request leads again (it yields once, so a tick's requests can still join)."""
-    batcher = MicroBatcher(BatchConfig(), Metrics())
+    """Inline executor: after SOLO_AFTER one-request flushes, a request at an idle batcher is answered
+    without yielding to the loop (a callback scheduled before it has not run when it returns). A second
+    client in the pass of such a flush, or a batch of several, brings the leader's one yield back, so the
+    requests of a pass can still join one call."""
+    metrics = Metrics()
+    batcher = MicroBatcher(BatchConfig(), metrics)
 
     async def yielded_during(submit: Awaitable[object]) -> bool:
         ran: list[bool] = []
@@ -71,21 +68,35 @@ def test_one_client_at_a_time_is_flushed_without_a_loop_pass(policy: OnnxPolicy)
         await submit
         return bool(ran)
 
+    async def one() -> bool:
+        await asyncio.sleep(0)  # the next loop pass, as the next request of a client over a socket
+        return await yielded_during(batcher.submit(policy, rows(1), None))
+
     async def go() -> list[bool]:
-        out = []
-        for _ in range(3):
-            out.append(await yielded_during(batcher.submit(policy, rows(1), None)))
-            await asyncio.sleep(0)  # the next loop pass: the mark of this pass's solo flush is cleared
-        await asyncio.gather(*(batcher.submit(policy, rows(1, i), None) for i in range(4)))
-        await asyncio.sleep(0)
-        out.append(await yielded_during(batcher.submit(policy, rows(1), None)))  # leads: yields once
-        await asyncio.sleep(0)
-        out.append(await yielded_during(batcher.submit(policy, rows(1), None)))  # solo again
+        out = [await one() for _ in range(SOLO_AFTER + 2)]  # lead, lead, then at once
         # The same task again in the same pass (its next request waited for the last): still at once.
         out.append(await yielded_during(batcher.submit(policy, rows(1), None)))
+        # Two clients in one pass: the first flushes at once, the second leads; the count starts over.
+        await asyncio.sleep(0)
+        await asyncio.gather(*(batcher.submit(policy, rows(1, i), None) for i in range(2)))
+        out += [await one() for _ in range(SOLO_AFTER + 1)]
+        # A batch of several resets it too.
+        await asyncio.gather(*(batcher.submit(policy, rows(1, i), None) for i in range(4)))
+        out += [await one() for _ in range(SOLO_AFTER + 1)]
         return out
 
-    assert asyncio.run(go()) == [False, False, False, True, False, False]
+    lead, solo = True, False
+    assert asyncio.run(go()) == [
+        *[lead] * SOLO_AFTER,
+        solo,
+        solo,
+        solo,
+        *[lead] * (SOLO_AFTER - 1),  # the pass's second client already led one flush of one request
+        solo,
+        solo,
+        *[lead] * SOLO_AFTER,
+        solo,
+    ]
 
 
 def test_max_batch_size_splits_without_breaking_a_request(policy: OnnxPolicy) -> None:
