@@ -627,12 +627,13 @@ def summarize_profile(
 
 
 def profile_markdown(profiles: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
+    sockets = f"{meta['duration_s']} s per server" if meta["duration_s"] else "no socket-level profiles"
     lines = [
         "# 1-client profile of `/act` (`scripts/bench_serve.py --profile`)",
         "",
         f"{meta['when']} · {meta['machine']} · load average {meta['loadavg_at_start'][0]:.1f} at start, "
         f"{meta['loadavg_at_end'][0]:.1f} at end · py-spy at {PROFILE_RATE} Hz, on-CPU samples only, "
-        f"{meta['duration_s']} s per server. µs/req = share of the samples × the server CPU µs/req "
+        f"{sockets}. µs/req = share of the samples × the server CPU µs/req "
         "measured over the same window. `in process` sections: the app called directly (no sockets, no "
         f"uvicorn), {meta['inproc_requests']} requests one at a time; µs/req = share × that run's thread CPU "
         "µs/req.",
