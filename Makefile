@@ -155,6 +155,11 @@ BENCH_SERVE_ARGS ?=
 bench-serve: $(STAMP)
 	$(BIN)/python scripts/bench_serve.py --out docs/bench $(BENCH_SERVE_ARGS)
 
+# The in-process part alone (no sockets; thread CPU, so a shared box barely moves it): a minute or two.
+.PHONY: bench-serve-inproc
+bench-serve-inproc: $(STAMP)
+	$(BIN)/python scripts/bench_serve.py --inproc-only --out docs/bench/inproc $(BENCH_SERVE_ARGS)
+
 # EFM exactness on the six 2-D toys (issue 5): ~25 min of CPU on one thread; writes docs/bench/toy.*
 .PHONY: bench-toy
 bench-toy: $(STAMP)

@@ -16,6 +16,11 @@ process: no instrumentation inside it, so small functions are not inflated) atta
 writes serve-profile-run.md (top-N functions and packages by CPU µs per request) plus the collapsed stacks
 (serve-profile-<server>.collapsed, flame-graph input) next to the results. The profiled level is extra:
 the recorded numbers of the table never run under the profiler.
+
+`--inproc-only` skips the sockets: only the in-process part (each app called directly, thread CPU time) and
+the ONNX sampler at batch 1 and 64, written to serve-inproc.md / serve-inproc.json (and, with `--profile`,
+serve-profile-inproc-run.md): cheap enough to measure one change at a time on a shared box, and robust to
+other load. `--inproc-requests N` sets how many requests each in-process level runs.
 """
 
 from __future__ import annotations
@@ -127,10 +132,10 @@ def serve(kind: str, port: int, registry: str, cache: str, executor: str) -> Non
 
 
 # ----- in process: the ASGI app called directly (no sockets, no uvicorn, no scheduler) ---------------
-INPROC_REQUESTS = 3000  # per concurrency level
+INPROC_REQUESTS = 3000  # per concurrency level (--inproc-requests)
 
 
-def asgi_cost(kind: str, registry: str, cache: str, levels: tuple[int, ...] = (1, 64)) -> None:
+def asgi_cost(kind: str, registry: str, cache: str, requests: int, levels: tuple[int, ...] = (1, 64)) -> None:
     """Child process: CPU µs per /act request of the ASGI app itself, called directly on uvloop, one at a
     time and 64 at once; prints JSON. Thread CPU time, so other jobs on the box do not inflate it."""
     import gc
@@ -177,18 +182,24 @@ def asgi_cost(kind: str, registry: str, cache: str, levels: tuple[int, ...] = (1
 
     onnx_ns = [0]
 
+    def timed(run: Any) -> Any:
+        """An ORT `run`, counting the thread CPU it takes inside the request path."""
+
+        def timed_run(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.thread_time_ns()
+            try:
+                return run(*args, **kwargs)
+            finally:
+                onnx_ns[0] += time.thread_time_ns() - t0
+
+        return timed_run
+
     class TimedSession:
-        """The server's ORT session, counting the thread CPU its `run` takes inside the request path."""
+        """The server's ORT session with a timed `run` (for a `service` that calls `session.run`)."""
 
         def __init__(self, session: Any) -> None:
             self.session = session
-
-        def run(self, *args: Any, **kwargs: Any) -> Any:
-            t0 = time.thread_time_ns()
-            try:
-                return self.session.run(*args, **kwargs)
-            finally:
-                onnx_ns[0] += time.thread_time_ns() - t0
+            self.run = timed(session.run)
 
         def __getattr__(self, name: str) -> Any:
             return getattr(self.session, name)
@@ -202,7 +213,10 @@ def asgi_cost(kind: str, registry: str, cache: str, levels: tuple[int, ...] = (1
                     if hasattr(app.state, "services")
                     else (app.state.manager.current.policy)
                 )
-                policy.session = TimedSession(policy.session)
+                if getattr(policy, "_run", None) is not None:  # calls the session's compiled run
+                    policy._run = timed(policy._run)
+                else:
+                    policy.session = TimedSession(policy.session)
             gc.collect()
             gc.freeze()
             for clients in levels:
@@ -211,40 +225,65 @@ def asgi_cost(kind: str, registry: str, cache: str, levels: tuple[int, ...] = (1
                 onnx_ns[0] = 0
                 t0 = time.thread_time_ns()
                 if clients == 1:
-                    for i in range(INPROC_REQUESTS):
+                    for i in range(requests):
                         await one(i)
                 else:
-                    for start in range(0, INPROC_REQUESTS, clients):
+                    for start in range(0, requests, clients):
                         await asyncio.gather(*(one(i) for i in range(start, start + clients)))
-                out["us_per_req"][str(clients)] = (time.thread_time_ns() - t0) / 1e3 / INPROC_REQUESTS
-                out["onnx_us_per_req"][str(clients)] = onnx_ns[0] / 1e3 / INPROC_REQUESTS
+                out["us_per_req"][str(clients)] = (time.thread_time_ns() - t0) / 1e3 / requests
+                out["onnx_us_per_req"][str(clients)] = onnx_ns[0] / 1e3 / requests
+            if kind != "floor" and levels == (1, 64) and hasattr(policy, "noise_dim"):
+                # The sampler alone, in this process, right after the app: the same moment of the box.
+                out["sampler_us_per_row"] = {}
+                rng = np.random.default_rng(0)
+                for rows in levels:
+                    state = rng.standard_normal((rows, policy.obs_dim), dtype=np.float32)
+                    noise = rng.standard_normal((rows, policy.noise_dim), dtype=np.float32)
+                    ms = time_call(lambda s=state, n=noise: policy.run(s, n), 300 if rows == 1 else 60)
+                    out["sampler_us_per_row"][str(rows)] = ms * 1e3 / rows
         return out
 
     print(json.dumps(uvloop.run(measure())))
 
 
 def inproc_costs(
-    specs: dict[str, tuple[str, str | None, str | None, Path]], tmp: Path, profile_dir: Path | None = None
+    specs: dict[str, tuple[str, str | None, str | None, Path]],
+    tmp: Path,
+    profile_dir: Path | None = None,
+    requests: int = INPROC_REQUESTS,
+    repeats: int = 1,
 ) -> dict[str, Any]:
     """`asgi_cost` for the floor and every inline qipo server, each in its own process (its own `service`).
 
-    With `profile_dir`, one more run per app, one request at a time, under py-spy: the 1-client path
-    without sockets, whose stacks go to serve-profile-inproc-<app>.collapsed and its table to `profile`.
+    `repeats` > 1 runs every app that many times, in turn (floor, app, app, …, floor, app, …), so that a
+    shared box's drifting load hits all of them alike, and keeps the median of each number; `runs` holds
+    every run's. With `profile_dir`, one more run per app, one request at a time, under py-spy: the 1-client
+    path without sockets, whose stacks go to serve-profile-inproc-<app>.collapsed and its table to `profile`.
     """
+    apps = {
+        name: spec
+        for name, spec in {"floor": ("floor", None, None, ROOT), **specs}.items()
+        if name == "floor" or name.endswith(":inline")  # the executor does not change the in-process cost
+    }
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in apps}
+    for _ in range(repeats):
+        for name, (_, arch, _, src) in apps.items():
+            kind = "floor" if name == "floor" else "qipo"
+            command = [sys.executable, __file__, "_asgi", kind, str(tmp / f"registry-{arch}")]
+            command += [str(tmp / f"inproc-{name}"), str(requests)]
+            runs[name].append(_child_json(name, command, src))
     out: dict[str, Any] = {}
-    for name, (_, arch, _, src) in {"floor": ("floor", None, None, ROOT), **specs}.items():
-        if name != "floor" and not name.endswith(":inline"):
-            continue  # the executor does not change what the app costs in process
+    for name, (_, arch, _, src) in apps.items():
+        out[name] = {"model": arch, "runs": runs[name]}
+        for key in ("us_per_req", "onnx_us_per_req", "sampler_us_per_row"):
+            if key not in runs[name][0]:
+                continue
+            out[name][key] = {
+                c: statistics.median(run[key][c] for run in runs[name]) for c in runs[name][0][key]
+            }
         kind = "floor" if name == "floor" else "qipo"
-        command = [
-            sys.executable,
-            __file__,
-            "_asgi",
-            kind,
-            str(tmp / f"registry-{arch}"),
-            str(tmp / f"inproc-{name}"),
-        ]
-        out[name] = {"model": arch, **_child_json(name, command, src)}
+        command = [sys.executable, __file__, "_asgi", kind, str(tmp / f"registry-{arch}")]
+        command += [str(tmp / f"inproc-{name}"), str(requests)]
         if profile_dir is not None:
             raw = profile_dir / f"serve-profile-inproc-{name.replace(':', '-')}.collapsed"
             spy = [
@@ -261,7 +300,7 @@ def inproc_costs(
             one = _child_json(name, [*spy, "--", *command, "1"], src)
             keep_stacks(raw, MEASURED_FRAME, STARTUP_FRAMES)
             out[name]["profile"] = summarize_profile(raw, one["us_per_req"]["1"])
-            out[name]["profile"]["requests"] = INPROC_REQUESTS
+            out[name]["profile"]["requests"] = requests
     return out
 
 
@@ -465,7 +504,9 @@ def time_call(fn: Any, repeats: int) -> float:
     return statistics.median(samples) / 1e6
 
 
-def bench_sampler(policy: Any, artifact: Path) -> list[dict[str, Any]]:
+def bench_sampler(
+    policy: Any, artifact: Path, batches: tuple[int, ...] = SAMPLER_BATCHES, torch_too: bool = True
+) -> list[dict[str, Any]]:
     import torch
 
     from service.runtime import OnnxPolicy
@@ -473,7 +514,7 @@ def bench_sampler(policy: Any, artifact: Path) -> list[dict[str, Any]]:
     torch.set_num_threads(1)
     onnx = OnnxPolicy.load(artifact, intra_threads=1)
     rows = []
-    for batch in SAMPLER_BATCHES:
+    for batch in batches:
         rng = np.random.default_rng(batch)
         state = rng.standard_normal((batch, 3), dtype=np.float32)
         noise = rng.standard_normal((batch, 1), dtype=np.float32)
@@ -486,7 +527,7 @@ def bench_sampler(policy: Any, artifact: Path) -> list[dict[str, Any]]:
 
         onnx_ms = time_call(lambda s=state, n=noise: onnx.run(s, n), repeats)  # the graph alone
         row: dict[str, Any] = {"batch": batch, "onnx_ms": onnx_ms}
-        if batch in TORCH_BATCHES:
+        if torch_too and batch in TORCH_BATCHES:
             torch_ms = time_call(eager, repeats)
             row |= {"torch_eager_ms": torch_ms, "speedup": torch_ms / onnx_ms}
         rows.append(row)
@@ -586,14 +627,16 @@ def summarize_profile(
 
 
 def profile_markdown(profiles: dict[str, dict[str, Any]], meta: dict[str, Any]) -> str:
+    sockets = f"{meta['duration_s']} s per server" if meta["duration_s"] else "no socket-level profiles"
     lines = [
         "# 1-client profile of `/act` (`scripts/bench_serve.py --profile`)",
         "",
         f"{meta['when']} · {meta['machine']} · load average {meta['loadavg_at_start'][0]:.1f} at start, "
         f"{meta['loadavg_at_end'][0]:.1f} at end · py-spy at {PROFILE_RATE} Hz, on-CPU samples only, "
-        f"{meta['duration_s']} s per server. µs/req = share of the samples × the server CPU µs/req "
+        f"{sockets}. µs/req = share of the samples × the server CPU µs/req "
         "measured over the same window. `in process` sections: the app called directly (no sockets, no "
-        f"uvicorn), {INPROC_REQUESTS} requests one at a time; µs/req = share × that run's thread CPU µs/req.",
+        f"uvicorn), {meta['inproc_requests']} requests one at a time; µs/req = share × that run's thread CPU "
+        "µs/req.",
     ]
     for name, prof in profiles.items():
         lines += [
@@ -635,15 +678,18 @@ def add_overhead(records: list[dict[str, Any]], sampler: dict[str, list[dict[str
 
 def add_inproc_overhead(inproc: dict[str, Any], sampler: dict[str, list[dict[str, Any]]]) -> None:
     """In-process overhead: the app's CPU µs/req − the floor app's − the sampler's µs per row (batch 1 for
-    one request at a time; batch 64 for 64 at once, which one loop tick joins into one call). `python_…`
-    subtracts the ONNX call as it ran inside the app instead (caches are colder there than in a loop of
-    sampler calls), which leaves the Python the serving code adds."""
+    one request at a time; batch 64 for 64 at once, which one loop tick joins into one call), the sampler
+    as timed in the app's own process right after it ran when the child measured it (the same moment of a
+    shared box), else the sampler table's. `python_…` subtracts the ONNX call as it ran inside the app
+    instead (caches are colder there than in a loop of sampler calls), which leaves the Python the serving
+    code adds."""
     floor = inproc["floor"]["us_per_req"]
     for info in inproc.values():
         if info["model"] is None:
             continue
+        own = info.get("sampler_us_per_row", {})
         info["overhead_us_per_req"] = {
-            c: us - floor[c] - sampler_us_per_row(sampler[info["model"]], float(c))
+            c: us - floor[c] - own.get(c, sampler_us_per_row(sampler[info["model"]], float(c)))
             for c, us in info["us_per_req"].items()
         }
         info["python_overhead_us_per_req"] = {
@@ -695,6 +741,40 @@ def ratios(records: list[dict[str, Any]], sampler: dict[str, list[dict[str, Any]
     return out
 
 
+def inproc_lines(result: dict[str, Any]) -> list[str]:
+    """The in-process table (markdown lines) of serve.md and serve-inproc.md."""
+    n = result["meta"]["inproc_requests"]
+    repeats = result["meta"].get("inproc_repeats", 1)
+    lines = [
+        "",
+        "## In process: the ASGI app called directly (thread CPU µs per request)",
+        "",
+        "No sockets, no uvicorn, no scheduler: each app (floor included) is called on uvloop with the same "
+        f"bodies, {n} requests one at a time, then {n} as 64 at once"
+        + (f"; median of {repeats} runs, the apps in turn" if repeats > 1 else "")
+        + "; overhead = app − floor app − sampler µs/row (batch 1, batch 64). This is what the serving code "
+        "itself costs; other jobs on the box move it far less than wall time, though not to nothing (they "
+        "share the cores' caches).",
+        "",
+        "`ONNX in app` is the thread CPU of the ONNX calls inside the app; `sampler` the median thread CPU "
+        "of the same session called in a loop in the same process right after (µs per row); `Python` = app "
+        "− floor app − ONNX in app: the serving code's own cost.",
+        "",
+        "| app | model | clients | µs/req | ONNX in app µs/req | sampler µs/row | overhead µs/req "
+        "| Python µs/req |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, info in result["inproc"].items():
+        for c, us in info["us_per_req"].items():
+            onnx = info["onnx_us_per_req"].get(c) if info["model"] else None
+            own = info.get("sampler_us_per_row", {}).get(c)
+            over = info.get("overhead_us_per_req", {}).get(c)
+            py = info.get("python_overhead_us_per_req", {}).get(c)
+            cells = ["" if v is None else f"{v:.0f}" for v in (onnx, own, over, py)]
+            lines.append(f"| {name} | {info['model'] or ''} | {c} | {us:.0f} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def write_report(out_dir: Path, result: dict[str, Any]) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "serve.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -725,28 +805,7 @@ def write_report(out_dir: Path, result: dict[str, Any]) -> None:
             f"{r['rps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {mb} | "
             f"{r['server_cpu_us_per_req']:.0f} | {per_row} | {overhead} |"
         )
-    lines += [
-        "",
-        "## In process: the ASGI app called directly (thread CPU µs per request)",
-        "",
-        "No sockets, no uvicorn, no scheduler: each app (floor included) is called on uvloop with the same "
-        f"bodies, {INPROC_REQUESTS} requests one at a time, then {INPROC_REQUESTS} as 64 at once; "
-        "overhead = app − floor app − sampler µs/row (batch 1, batch 64). This is what the serving code "
-        "itself costs, and other jobs on the box barely move it.",
-        "",
-        "`ONNX in app` is the thread CPU of the ONNX calls inside the app; `Python` = app − floor app − "
-        "ONNX in app: the serving code's own cost.",
-        "",
-        "| app | model | clients | µs/req | ONNX in app µs/req | overhead µs/req | Python µs/req |",
-        "|---|---|---:|---:|---:|---:|---:|",
-    ]
-    for name, info in result["inproc"].items():
-        for c, us in info["us_per_req"].items():
-            onnx = info["onnx_us_per_req"].get(c) if info["model"] else None
-            over = info.get("overhead_us_per_req", {}).get(c)
-            py = info.get("python_overhead_us_per_req", {}).get(c)
-            cells = ["" if v is None else f"{v:.0f}" for v in (onnx, over, py)]
-            lines.append(f"| {name} | {info['model'] or ''} | {c} | {us:.0f} | " + " | ".join(cells) + " |")
+    lines += inproc_lines(result)
     lines += ["", "## Against the floor of the same run", ""]
     for arch, info in result["ratios"].items():
         lines.append(f"**qipo {arch}** (its sampler at batch 1: {info['sampler_ms_batch1']:.3f} ms)")
@@ -804,6 +863,68 @@ def write_report(out_dir: Path, result: dict[str, Any]) -> None:
         pass
 
 
+def inproc_only(args: argparse.Namespace) -> None:
+    """`--inproc-only`: the in-process apps and the sampler at batch 1 and 64; no sockets, no torch timing."""
+    if args.baseline is not None and not (args.baseline / "service" / "app.py").exists():
+        raise SystemExit(f"--baseline {args.baseline} has no service/app.py; give a source tree's root")
+    if args.profile:
+        py_spy()
+    from service.registry import open_registry
+
+    loadavg_at_start = os.getloadavg()
+    variants = [v.strip() for v in args.servers.split(",") if v.strip().endswith(":inline")]
+    archs = sorted({v.split(":")[0] for v in variants})
+    specs = {v: ("qipo", *v.split(":"), ROOT) for v in variants}
+    if args.baseline is not None:
+        specs[f"baseline:{variants[0]}"] = ("baseline", *variants[0].split(":"), args.baseline.resolve())
+    sampler: dict[str, list[dict[str, Any]]] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
+        tmp_path = Path(tmp)
+        for arch in archs:
+            art = tmp_path / f"artifact-{arch}"
+            sampler[arch] = bench_sampler(build_artifact(art, *ARCHS[arch]), art, (1, 64), torch_too=False)
+            reg = open_registry(str(tmp_path / f"registry-{arch}"), "qipo")
+            mv = reg.publish(art)
+            reg.promote(mv.name, "production", mv.version)
+        args.out.mkdir(parents=True, exist_ok=True)
+        inproc = inproc_costs(
+            specs, tmp_path, args.out if args.profile else None, args.inproc_requests, args.inproc_repeats
+        )
+    add_inproc_overhead(inproc, sampler)
+    profiles = {
+        f"in process, one request at a time: {k}": v.pop("profile")
+        for k, v in inproc.items()
+        if "profile" in v
+    }
+    meta = {
+        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        "loadavg_at_start": loadavg_at_start,
+        "loadavg_at_end": os.getloadavg(),
+        "duration_s": 0,
+        "inproc_requests": args.inproc_requests,
+        "inproc_repeats": args.inproc_repeats,
+        "baseline": None if args.baseline is None else str(args.baseline),
+    }
+    result = {"meta": meta, "inproc": inproc, "sampler": sampler}
+    (args.out / "serve-inproc.json").write_text(json.dumps(result, indent=2) + "\n")
+    lines = [
+        "# In-process cost of `/act` (`scripts/bench_serve.py --inproc-only`)",
+        "",
+        f"{meta['when']} · {meta['machine']} · load average {loadavg_at_start[0]:.1f} at start, "
+        f"{meta['loadavg_at_end'][0]:.1f} at end. Sampler (ONNX alone, median thread CPU per call): "
+        + ", ".join(f"`{a}` {r[0]['onnx_ms'] * 1e3:.0f} µs at batch 1" for a, r in sampler.items())
+        + ". No socket numbers here: those come from the full `make bench-serve` (serve.md).",
+        *inproc_lines(result),
+    ]
+    (args.out / "serve-inproc.md").write_text("\n".join(lines) + "\n")
+    print((args.out / "serve-inproc.md").read_text())
+    if profiles:
+        (args.out / "serve-profile-inproc-run.json").write_text(json.dumps(profiles, indent=2) + "\n")
+        (args.out / "serve-profile-inproc-run.md").write_text(profile_markdown(profiles, meta))
+        print((args.out / "serve-profile-inproc-run.md").read_text())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", default="1,16,64")
@@ -826,7 +947,28 @@ def main() -> None:
         help="also serve the first --servers entry with the `service` package of this source tree (e.g. an "
         "older commit's, from `git archive`), so a change is measured against it in the same run",
     )
+    parser.add_argument(
+        "--inproc-only",
+        action="store_true",
+        help="no sockets: only the in-process apps (thread CPU) and the ONNX sampler at batch 1 and 64, "
+        "into serve-inproc.md/json (with --profile: serve-profile-inproc-run.md)",
+    )
+    parser.add_argument(
+        "--inproc-repeats",
+        type=int,
+        default=1,
+        help="run every in-process app this many times, in turn, and keep the medians (a shared box)",
+    )
+    parser.add_argument(
+        "--inproc-requests",
+        type=int,
+        default=INPROC_REQUESTS,
+        help="requests per in-process level (one at a time, then 64 at once)",
+    )
     args = parser.parse_args()
+    if args.inproc_only:
+        inproc_only(args)
+        return
     if args.baseline is not None and not (args.baseline / "service" / "app.py").exists():
         raise SystemExit(f"--baseline {args.baseline} has no service/app.py; give a source tree's root")
     if args.profile:
@@ -901,7 +1043,9 @@ def main() -> None:
         finally:
             for proc, _ in servers.values():
                 stop_server(proc)
-        inproc = inproc_costs(specs, tmp_path, args.out if args.profile else None)
+        inproc = inproc_costs(
+            specs, tmp_path, args.out if args.profile else None, args.inproc_requests, args.inproc_repeats
+        )
         for name, info in inproc.items():
             if "profile" in info:
                 profiles[f"in process, one request at a time: {name}"] = info.pop("profile")
@@ -915,6 +1059,8 @@ def main() -> None:
             "loadavg_at_end": os.getloadavg(),
             "duration_s": args.duration,
             "warmup_s": args.warmup,
+            "inproc_requests": args.inproc_requests,
+            "inproc_repeats": args.inproc_repeats,
             "servers": variants,
             "baseline": None if args.baseline is None else str(args.baseline),
             "archs": {k: dict(zip(("hidden", "blocks", "steps"), ARCHS[k], strict=True)) for k in archs},
@@ -936,6 +1082,7 @@ if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "_serve":
         serve(sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5], sys.argv[6])
     elif len(sys.argv) > 1 and sys.argv[1] == "_asgi":
-        asgi_cost(sys.argv[2], sys.argv[3], sys.argv[4], tuple(int(c) for c in sys.argv[5:]) or (1, 64))
+        levels = tuple(int(c) for c in sys.argv[6:]) or (1, 64)
+        asgi_cost(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), levels)
     else:
         main()

@@ -110,6 +110,7 @@ class ActInput:
 
     rows: np.ndarray  # numeric [n, obs_dim] or [obs_dim] before `states_for`, float32 [n, obs_dim] after
     single: bool  # `state` (one observation) rather than `states`
+    checked: bool  # rows are float32 [1, n] already, every value in float32's range (`_small_state`)
     seed: int | None
     deadline_ms: float | None
     robot_id: str | None
@@ -138,12 +139,30 @@ def fast_input(obj: Any) -> ActInput | None:
         if value is not None and (type(value) is not str or len(value) > max_length):
             return None
     single = state is not None
-    rows = _numeric(state if single else states)
-    if rows is None or rows.ndim != (1 if single else 2) or len(rows) == 0:
-        return None
+    rows = _small_state(state) if single else None
+    checked = rows is not None
+    if rows is None:
+        rows = _numeric(state if single else states)
+        if rows is None or rows.ndim != (1 if single else 2) or len(rows) == 0:
+            return None
     return ActInput(
-        rows, single, seed, deadline, obj.get("robot_id"), obj.get("model"), obj.get("request_id")
+        rows, single, checked, seed, deadline, obj.get("robot_id"), obj.get("model"), obj.get("request_id")
     )
+
+
+_SMALL_STATE = 64  # up to this many values, Python checks a JSON state faster than NumPy's reductions
+
+
+def _small_state(value: Any) -> np.ndarray | None:
+    """A short JSON `state` of plain floats as float32 [1, n], its range checked in Python, where the
+    NumPy calls (array, two reductions, cast) cost more than the work; None for anything else (ints,
+    msgpack arrays, long states take the general path, which gives the same answer)."""
+    if type(value) is not list or not 0 < len(value) <= _SMALL_STATE:
+        return None
+    for x in value:
+        if type(x) is not float or not -F32_MAX <= x <= F32_MAX:  # False for NaN as well
+            return None
+    return np.array([value], dtype=np.float32)
 
 
 def _numeric(value: Any) -> np.ndarray | None:
@@ -180,6 +199,8 @@ def states_for(inp: ActInput, obs_dim: int, max_rows: int) -> bool:
     rows = inp.rows
     if rows.shape[-1] != obs_dim or (not inp.single and len(rows) > max_rows):
         return False
+    if inp.checked:
+        return True
     # max/min propagate NaN, and the comparison is False for it: one test for NaN, ±Inf and overflow.
     if not (np.maximum.reduce(rows, axis=None) <= F32_MAX and np.minimum.reduce(rows, axis=None) >= -F32_MAX):
         return False
@@ -222,6 +243,7 @@ class ActService:
                 inp = ActInput(
                     np.array(rows, dtype=np.float32),
                     body.state is not None,
+                    True,
                     body.seed,
                     body.deadline_ms,
                     body.robot_id,
@@ -331,6 +353,8 @@ def pick_served(manager: ModelManager) -> ModelPicker:
         try:
             model = manager.choose(robot_id, ref)
         except ModelNotLoaded as exc:
+            if exc.not_yet:  # a rolling upgrade's lag: the balancer retries on another replica
+                raise ActError(503, str(exc), {"Retry-After": "1"}) from None
             raise ActError(409, str(exc)) from None
         if model is None:
             raise ActError(503, f"no model loaded: {manager.last_error or 'loading'}", {"Retry-After": "1"})
@@ -348,11 +372,14 @@ ACT_OPENAPI: dict[str, Any] = {
     }
 }
 ACT_RESPONSES: dict[int | str, dict[str, Any]] = {
-    409: {"description": "`model` names an alias or version this replica has not loaded"},
+    409: {"description": "`model` names an alias or older version this replica does not hold"},
     413: {"description": "Body larger than max_body_bytes"},
     415: {"description": "Content-Type is neither application/json nor application/msgpack"},
     422: {"description": "Invalid request: the detail names the field and why"},
-    503: {"description": "No model ready, queue full or shutting down (see Retry-After)"},
+    503: {
+        "description": "No model ready, queue full, shutting down, or `model` pins a version newer than "
+        "this replica holds yet (see Retry-After)"
+    },
     504: {"description": "deadline_ms cannot be met: no action is sent, use the robot's fallback"},
 }
 

@@ -13,6 +13,14 @@ With the inline executor the first request of a tick leads: it yields once (`asy
 one pass a scheduled flush would wait) and then runs the flush itself, so its own answer needs no future
 and no second wake-up; the others of the tick get theirs through their futures.
 
+One client at a time does not even need that pass: after `SOLO_AFTER` flushes in a row that each held one
+request, a request arriving at an idle batcher is flushed on the spot ("solo"). A solo flush marks the loop
+pass with its task (cleared by a `call_soon`); a request of another task that arrives in the same pass sees
+the mark, so clients are concurrent: it resets the count and leads, and the rest of the pass joins it, as
+before. The marking task itself may flush solo again in that pass (its next request could not have joined:
+it waited for the first). A flush of more than one request resets the count too. So under load, even light
+load, batching is what it was; one client pays one ONNX call per request and no extra loop pass.
+
 Where the ONNX call runs (`executor`): "inline" (default) runs it on the event loop; "thread" hands the
 batch to one worker thread, so the loop keeps reading requests while ONNX Runtime (which releases the GIL)
 computes, with at most one batch in flight. On 2 CPU cores the two cost the same server CPU per request
@@ -45,6 +53,9 @@ from service.policy import Policy, seeded_noise
 log = logging.getLogger(__name__)
 
 Executor = Literal["inline", "thread"]
+SOLO_AFTER = 2  # one-request flushes in a row (no second request seen in their pass) before solo flushes
+NOISE_POOL_ROWS = 4096
+_EMPTY = np.empty((0, 0), dtype=np.float32)
 _Outcome = tuple[np.ndarray, np.ndarray, float]  # actions [B, A], saturated rows [B], infer seconds
 
 
@@ -117,6 +128,10 @@ class MicroBatcher:
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         # Seconds per ONNX call, smoothed: how long a request still needs once it leaves the queue.
         self._infer_estimate: dict[int, float] = {}
+        self._singles = 0  # one-request flushes in a row; from SOLO_AFTER on, a lone request flushes at once
+        self._marked: asyncio.Task[object] | None = None  # the task of this loop pass's solo flush, if any
+        # Unseeded noise: one draw of NOISE_POOL_ROWS rows, handed out in slices (width -> (pool, next row)).
+        self._noise_pool: dict[int, tuple[np.ndarray, int]] = {}
 
     # ----- public -------------------------------------------------------------------------------------
     async def submit(
@@ -144,10 +159,23 @@ class MicroBatcher:
         if self._scheduled or self._busy:
             return await item.future  # a flush is coming (or computing) and will take this item
         if self.config.executor == "inline" and self.config.max_queue_delay_ms <= 0:
-            await self._lead()
+            marked = self._marked
+            if marked is not None and marked is not asyncio.current_task(loop):
+                self._singles = 0  # a second client in the pass of a solo flush: batch again
+                await self._lead()
+            elif self._singles >= SOLO_AFTER:
+                if marked is None:
+                    self._marked = asyncio.current_task(loop)
+                    loop.call_soon(self._unmark)
+                self._flush()  # alone in an idle batcher: no loop pass to wait for
+            else:
+                await self._lead()
         else:
             self._schedule()
         return await item.future  # done already when this request led its own flush
+
+    def _unmark(self) -> None:
+        self._marked = None
 
     async def _lead(self) -> None:
         """Yield once so the rest of this tick can queue, then flush on this task (inline executor)."""
@@ -286,11 +314,11 @@ class MicroBatcher:
     def _noise(self, batch: list[_Item], width: int, total: int) -> np.ndarray:
         """Seeded requests get `seeded_noise(seed, ...)` (reproducible, as in training.eval); the rest share
         one draw from the server's generator."""
-        if all(item.seed is None for item in batch):
-            return self.rng.standard_normal((total, width), dtype=np.float32)
+        if (len(batch) == 1 and batch[0].seed is None) or all(item.seed is None for item in batch):
+            return self._unseeded(total, width)
         noise = np.empty((total, width), dtype=np.float32)
         unseeded = sum(item.rows for item in batch if item.seed is None)
-        shared = self.rng.standard_normal((unseeded, width), dtype=np.float32)
+        shared = self._unseeded(unseeded, width)
         start = used = 0
         for item in batch:
             n = item.rows
@@ -301,6 +329,17 @@ class MicroBatcher:
                 noise[start : start + n] = seeded_noise(item.seed, n, width)
             start += n
         return noise
+
+    def _unseeded(self, rows: int, width: int) -> np.ndarray:
+        """`rows` rows of the server generator's noise: a slice of a pre-drawn pool (a draw per flush costs
+        more than the slice), refilled when it runs out. Read-only: the policy only reads its noise."""
+        pool, start = self._noise_pool.get(width, (_EMPTY, 0))
+        if start + rows > len(pool):
+            pool = self.rng.standard_normal((max(NOISE_POOL_ROWS, rows), width), dtype=np.float32)
+            pool.flags.writeable = False
+            start = 0
+        self._noise_pool[width] = (pool, start + rows)
+        return pool[start : start + rows]
 
     def _run(self, batch: list[_Item]) -> _Outcome | BaseException:
         try:
@@ -330,6 +369,7 @@ class MicroBatcher:
         old = self._infer_estimate.get(key)
         self._infer_estimate[key] = infer if old is None else 0.8 * old + 0.2 * infer
         rows = len(actions)
+        self._singles = self._singles + 1 if len(batch) == 1 else 0
         m = self.metrics
         m.batch_size.observe(rows)
         now = time.perf_counter()

@@ -6,8 +6,9 @@ controller can install it alone.
 Robot semantics:
 - every call has a timeout (per client, overridable per call); a controller at 50 Hz should pass ~15 ms;
 - `/act` is never retried: a late action is worse than none, and a retry would double the load exactly when
-  the server is slow. `NoAction` (504 deadline, 503 not ready / overloaded, timeouts, connection errors)
-  tells the caller to use its own fallback this tick. Only idempotent probes (`wait_ready`) poll;
+  the server is slow. `NoAction` (504 deadline, 503 not ready / overloaded / pinned version not on that
+  replica yet, timeouts, connection errors) tells the caller to use its own fallback this tick. Only
+  idempotent probes (`wait_ready`) poll;
 - msgpack by default: float32 states and actions travel as bytes, bit-exact, smaller than JSON.
 """
 

@@ -39,7 +39,18 @@ class LoadedModel:
 
 
 class ModelNotLoaded(LookupError):
-    """A request pinned a version this replica does not hold; the message says what to do."""
+    """A request pinned a version this replica does not hold; the message says what to do.
+
+    `not_yet`: the pin is newer than everything this replica holds (or names the served alias before any
+    model is loaded). Robots pin only versions a reply gave them, so during a rolling upgrade that is a
+    version another replica already serves: `/act` answers it 503 with Retry-After, which the balancer
+    retries on another replica. Any other miss (no canary here, a drained older version) is a conflict
+    the robot must resolve itself (409: omit `model`).
+    """
+
+    def __init__(self, message: str, not_yet: bool = False) -> None:
+        super().__init__(message)
+        self.not_yet = not_yet
 
 
 class ModelManager:
@@ -74,7 +85,7 @@ class ModelManager:
             return current
         if ref == CANARY_ALIAS and canary_model is not None:
             return canary_model
-        if ref.isdigit():
+        if ref.isascii() and ref.isdigit():  # not "²": str.isdigit() takes what int() refuses
             version = int(ref)
             for model in (current, canary_model):
                 if model is not None and model.version == version:
@@ -84,6 +95,14 @@ class ModelManager:
                 retired.last_used = time.monotonic()  # a pinned robot keeps it from draining
                 return retired
         loaded = sorted({m.version for m in (current, canary_model, *self.retired.values()) if m is not None})
+        if (ref == self.settings.model_ref and current is None) or (
+            ref.isascii() and ref.isdigit() and all(int(ref) > v for v in loaded)
+        ):
+            raise ModelNotLoaded(
+                f"model {ref!r} is not loaded on this replica yet (loaded versions: {loaded or 'none'}); "
+                "retry: another replica may serve it, and this one loads it when the registry moves",
+                not_yet=True,
+            )
         raise ModelNotLoaded(
             f"model {ref!r} is not loaded on this replica (loaded versions: {loaded or 'none'}); "
             "omit `model` to get the version this robot is assigned"

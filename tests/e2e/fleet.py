@@ -179,7 +179,9 @@ class Observation:
     status: int  # 0 = transport error
     version: int | None
     replica: int
-    conflicts: int = 0  # 409s (pinned version not on the replica that answered) sent again before `status`
+    # pinned version not on the replica that answered (503 "not yet" once nginx's retries ran out, or 409),
+    # sent again before `status`
+    conflicts: int = 0
 
 
 @dataclass
@@ -247,7 +249,9 @@ async def robot(
     """A controller: episodes of `episode_steps` requests at ~1/period Hz, its version pinned per episode.
 
     Behind a balancer without affinity, a pinned request can reach a replica that has not loaded that
-    version yet (409); `resend_conflicts` > 0 sends it again, up to that many times, one period apart.
+    version yet: it answers 503 with Retry-After, which nginx retries on another replica, so the robot sees
+    it only when every try hit a lagging replica (409 before issue 14). `resend_conflicts` > 0 sends such a
+    pinned request again, up to that many times, one period apart.
     Stops at `stop_at` or when `stop` is set, after finishing the episode it is in."""
     rng = np.random.default_rng(abs(hash(name)) % 2**32)
     raw = RawClient(url)
@@ -266,7 +270,7 @@ async def robot(
                     got = orjson.loads(payload).get("version") if status == 200 else None
                 except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError):
                     status, got = 0, None
-                if status != 409 or "model" not in body or conflicts >= resend_conflicts:
+                if status not in (409, 503) or "model" not in body or conflicts >= resend_conflicts:
                     break
                 conflicts += 1
                 await asyncio.sleep(period)

@@ -46,7 +46,8 @@ LOAD_CAP_S = 300.0
 # A robot's version may change between a move's start and its end plus this much (the replicas' swap, and
 # how far one replica lags the other on a busy host).
 PROPAGATION_S = 5.0
-# A pinned request that reaches a replica which has not loaded that version yet is answered 409: robots send
+# A pinned request that reaches a replica which has not loaded that version yet is answered 503 with
+# Retry-After, which nginx retries on the other replica; when every try lands on a lagging one, robots send
 # it again (counted as `conflicts_resent`), so an episode never changes version.
 RESEND_CONFLICTS = 200
 
@@ -308,7 +309,7 @@ def test_docker_compose_up_serves_and_upgrades_under_load(
         f"compose: /act through nginx from {len(upstreams)} replicas {dict(upstreams)}; "
         f"Prometheus up: {len(targets)}",
         f"compose upgrade under load: {counts['requests']} requests, {counts['failed']} failed, "
-        f"{counts['mixed_episodes']} mixed episodes, {counts['conflicts_resent']} 409s resent; "
+        f"{counts['mixed_episodes']} mixed episodes, {counts['conflicts_resent']} pinned misses resent; "
         f"{ROBOTS} robots for {summary['load_s']} s, {summary['rps']} req/s, "
         f"p50 {summary['p50_ms']} ms, p99 {summary['p99_ms']} ms; versions seen {summary['versions_seen']}",
     ]

@@ -133,7 +133,20 @@ def test_bad_input_is_422_naming_the_field(
 def test_model_not_loaded_here_is_409(server: Running) -> None:
     r = post(server.url, {"state": STATE, "model": "canary"})
     assert r.status_code == 409 and "canary" in r.json()["detail"]
+    assert "retry-after" not in r.headers
+    r = post(server.url, {"state": STATE, "model": "0"})  # older than anything it holds: a conflict too
+    assert r.status_code == 409 and "omit `model`" in r.json()["detail"]
+    assert post(server.url, {"state": STATE, "model": "²"}).status_code == 409  # isdigit(), yet not int()
     assert post(server.url, {"state": STATE, "model": "production"}).status_code == 200
+
+
+def test_model_pinned_newer_than_this_replica_is_503_with_retry_after(server: Running) -> None:
+    """A rolling upgrade's lag: another replica serves version 2 already; the balancer retries a 503."""
+    r = post(server.url, {"state": STATE, "model": "2"})
+    assert r.status_code == 503 and r.headers["retry-after"] == "1", r.text
+    assert "not loaded on this replica yet (loaded versions: [1])" in r.json()["detail"]
+    assert r.json()["detail"].startswith("model '2'")
+    assert post(server.url, {"state": STATE, "model": "1"}).status_code == 200
 
 
 def test_nan_is_422_in_msgpack_and_json(server: Running) -> None:

@@ -1,7 +1,9 @@
 """Schemathesis over the server's own OpenAPI schema (bounded examples): no input makes it answer 5xx.
 
-The only 5xx the contract allows are 503 (no model / overloaded, with Retry-After) and a 504 for a request
-that asked for a deadline; both are checked to be exactly that, everything else must be < 500.
+The only 5xx the contract allows are 503 (no model / overloaded / a pinned version newer than the replica
+holds, with Retry-After) and a 504 for a request that asked for a deadline; both are checked to be exactly
+that, everything else must be < 500. The served model is loaded and the load is light, so the only 503 the
+generated requests can get is the pinned newer version.
 """
 
 from __future__ import annotations
@@ -28,6 +30,11 @@ def test_no_server_errors(server: Running) -> None:
                 act_statuses.add(response.status_code)
             if response.status_code == 504:
                 assert isinstance(case.body, dict) and case.body.get("deadline_ms") is not None, response.text
+            elif response.status_code == 503 and case.path == "/act":
+                assert isinstance(case.body, dict) and response.headers.get("retry-after") == "1"
+                pinned = case.body.get("model")
+                assert isinstance(pinned, str) and pinned.isascii() and pinned.isdigit(), response.text
+                assert int(pinned) > 1 and "not loaded on this replica yet" in response.text
             else:
                 assert response.status_code < 500, (
                     f"{case.method} {case.path} {case.body!r} -> {response.text}"
