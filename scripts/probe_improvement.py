@@ -38,6 +38,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
     record = args.out / f"{args.data.name}__{args.name}.json"
     if record.exists():
         print(f"skip {args.name}: {record} exists")
