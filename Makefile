@@ -179,10 +179,11 @@ bench-grid: $(STAMP) $(D3RLPY_STAMP)
 	    --seeds $(GRID_SEEDS) || exit 1; done
 	$(BIN)/python scripts/bench_grid.py summarise
 
-# Issue 15: steps/s and renewal seconds at 1 and 2 torchrun processes (200k transitions), peak RSS and renewal
+# Issue 15: steps/s and renewal seconds at 1 and 2 torchrun processes (50k transitions), peak RSS and renewal
 # seconds at 200k and 2M (synthetic Hopper-shaped data under build/bench-scale). Needs 2 idle cores; about
-# 65 min on a quiet box (≈ 1.5 ms per state and renewal on one EPYC core), most of it the 2M eager renewal.
-# BENCH_SCALE_ARGS=--quick: small sizes in ~2 min (what docs/bench/scale.* holds until the real run).
+# 10 min on a quiet box: an eager renewal of 50k states at 1 and 2 processes (≈ 1.5 ms per state on one
+# EPYC core), then 200k and 2M with the default lazy renewal at 1 process.
+# BENCH_SCALE_ARGS=--quick: small sizes in ~2 min.
 BENCH_SCALE_ARGS ?=
 .PHONY: bench-scale
 bench-scale: $(STAMP)
