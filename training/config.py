@@ -68,12 +68,13 @@ class QIPOConfig(BaseModel):
         default=0.5, gt=0, lt=1, description="ess mode: target effective sample size / (M+1)"
     )
     data_anchor: float = Field(
-        default=0.0,
+        default=0.5,
         ge=0,
         lt=1,
         description="Weight moved onto each state's dataset action: g' = (1−λ)·g + λ·e_data, so the target"
         " is the mixture (1−λ)·π_l·exp(βQ)/Z + λ·μ. A trust region that keeps the policy on the data's "
-        "support when the critic extrapolates on the policy's own samples",
+        "support when the critic extrapolates on the policy's own samples. Hopper seed 0, BC → λ 0 / 0.5: "
+        "medium 829 → 1623 / 929, medium-expert 1727 → 735 / 1951 (docs/bench/rl-probes)",
     )
     probe_states: int = Field(
         default=2048, ge=1, description="States whose support sets fix each renewal's temperature and stats"
