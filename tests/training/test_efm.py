@@ -73,8 +73,10 @@ def test_support_set_includes_dataset_action_and_rows_sum_to_one(
     assert torch.equal(support[:, -1], trainer.a)  # the dataset action is always in the set
     weights = trainer.support_weights(torch.arange(n))
     assert torch.allclose(weights.sum(-1), torch.ones(n), atol=1e-5)
-    # The weights are softmax(β·Q) of exactly those actions.
     s_rep = trainer.s.unsqueeze(1).expand(n, m1, -1).reshape(n * m1, -1)
     with torch.no_grad():
         q = trainer.critic.q.q_min(s_rep, support.reshape(n * m1, a)).reshape(n, m1)
-    assert torch.allclose(weights, torch.softmax(cfg.beta * q, -1), atol=1e-5)
+    # The weights are (1 − λ)·softmax(β·Q) of exactly those actions, plus λ on the dataset action.
+    expected = (1 - cfg.data_anchor) * torch.softmax(cfg.beta * q, -1)
+    expected[:, -1] += cfg.data_anchor
+    assert torch.allclose(weights, expected, atol=1e-5)
