@@ -40,7 +40,7 @@ def make_trainer(dataset_dir: Path, **overrides: object) -> QIPOTrainer:
 
 
 def test_loss_reduces_to_cfm_at_beta_zero(pendulum_dataset_dir: Path) -> None:
-    trainer = make_trainer(pendulum_dataset_dir, beta=0.0, temperature="raw")
+    trainer = make_trainer(pendulum_dataset_dir, beta=0.0, temperature="raw", data_anchor=0.0)
     trainer.fit(until=trainer.k1 + trainer.k2 + 1)  # into improvement: support sets exist
     idx = torch.arange(8)
     weights = trainer.support_weights(idx)
