@@ -265,7 +265,7 @@ class QIPOTrainer:
         # Each rank draws its block of the probe; all see every probe Q, so β is the same on every rank.
         probe_q = distributed.split_rows(self.probe, self._support_q_for)
         self.beta_eff = effective_beta(probe_q, self.cfg.temperature, self.cfg.beta, self.cfg.target_ess)
-        stats = weight_stats(anchor_weights(q_weights(probe_q, self.beta_eff), self.cfg.data_anchor))
+        stats = weight_stats(self.weights_of(probe_q))
         self.renewal_log.append(
             {
                 "renewal": self.renewals - 1,
@@ -338,7 +338,11 @@ class QIPOTrainer:
 
     def support_weights(self, rows: Tensor) -> Tensor:
         """softmax over each row's support set of β_eff·Q: [len(rows), M+1]."""
-        q = self._support_q_for(rows)
+        return self.weights_of(self._support_q_for(rows))
+
+    def weights_of(self, q: Tensor) -> Tensor:
+        """The weights the improvement loss applies to support sets with Q [B, M+1]: softmax(β_eff·Q),
+        with `data_anchor` of each row moved onto its dataset action."""
         return anchor_weights(q_weights(q, self.beta_eff, dim=-1), self.cfg.data_anchor)
 
     # ----- diagnostics ------------------------------------------------------------------------------
