@@ -322,7 +322,10 @@ def _child_json(name: str, command: list[str], src: Path) -> dict[str, Any]:
     proc = subprocess.run(
         command,
         cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(src)},
+        env={
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(src), os.environ.get("PYTHONPATH")])),
+        },
         capture_output=True,
         text=True,
         timeout=600,
@@ -350,7 +353,10 @@ def start_server(
     proc = subprocess.Popen(
         [sys.executable, __file__, "_serve", kind, str(port), str(registry), str(cache), executor],
         cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(src)},
+        env={
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(src), os.environ.get("PYTHONPATH")])),
+        },
     )
     end = time.monotonic() + 60
     while time.monotonic() < end:

@@ -136,7 +136,10 @@ class ModelManager:
         artifact = self._artifact_dir(name, version)
         try:
             policy = OnnxPolicy.load(
-                artifact, self.settings.ort_intra_threads, self.settings.ort_inter_threads
+                artifact,
+                self.settings.ort_intra_threads,
+                self.settings.ort_inter_threads,
+                provider=self.settings.ort_provider,
             )
             policy.warmup(self.settings.warmup_batches)
         except Exception:

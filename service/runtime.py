@@ -30,10 +30,18 @@ log = logging.getLogger(__name__)
 _OUTPUTS = ["action"]
 
 
-def choose_providers() -> list[str]:
-    """CUDA when this onnxruntime build and machine offer it, else CPU."""
+def choose_providers(choice: str = "auto") -> list[str]:
+    """`auto`: CUDA when this onnxruntime build and machine offer it, else CPU; `cpu`; `cuda`, or an
+    ArtifactError that says how to get it (a GPU replica must not quietly serve from its CPU)."""
     available = ort.get_available_providers()
-    if "CUDAExecutionProvider" in available:
+    if choice not in ("auto", "cpu", "cuda"):
+        raise ArtifactError(f"unknown ONNX Runtime provider {choice!r}; choose auto, cpu or cuda")
+    if choice == "cuda" and "CUDAExecutionProvider" not in available:
+        raise ArtifactError(
+            f"QIPO_ORT_PROVIDER=cuda, but this onnxruntime offers only {available}; install the `gpu` extra "
+            "(onnxruntime-gpu) on a machine with an NVIDIA driver, or set QIPO_ORT_PROVIDER=auto"
+        )
+    if choice != "cpu" and "CUDAExecutionProvider" in available:
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     return ["CPUExecutionProvider"]
 
@@ -53,19 +61,28 @@ class OnnxPolicy:
     )
 
     @classmethod
-    def load(cls, artifact_dir: Path, intra_threads: int = 1, inter_threads: int = 1) -> OnnxPolicy:
+    def load(
+        cls, artifact_dir: Path, intra_threads: int = 1, inter_threads: int = 1, provider: str = "auto"
+    ) -> OnnxPolicy:
         start = time.perf_counter()
         manifest = verify_artifact(artifact_dir)
         options = ort.SessionOptions()
         options.intra_op_num_threads = intra_threads
         options.inter_op_num_threads = inter_threads
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        providers = choose_providers(provider)
         try:
             session = ort.InferenceSession(
-                str(artifact_dir / POLICY_FILE), sess_options=options, providers=choose_providers()
+                str(artifact_dir / POLICY_FILE), sess_options=options, providers=providers
             )
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
             raise ArtifactError(f"onnxruntime cannot load {artifact_dir / POLICY_FILE}: {exc}") from exc
+        if provider == "cuda" and session.get_providers()[0] != "CUDAExecutionProvider":
+            # onnxruntime falls back to the CPU when the CUDA provider's libraries (cuBLAS, cuDNN) do not load
+            raise ArtifactError(
+                f"QIPO_ORT_PROVIDER=cuda, but the session runs on {session.get_providers()}: the CUDA "
+                "provider did not load (see onnxruntime's log above for the missing library)"
+            )
         _check_signature(session, manifest)
         policy = cls(
             manifest=manifest,

@@ -23,6 +23,11 @@ class ServeSettings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535, description="Bind port")
     ort_intra_threads: int = Field(1, ge=1, description="ONNX Runtime intra-op threads (1 is fastest here)")
     ort_inter_threads: int = Field(1, ge=1, description="ONNX Runtime inter-op threads")
+    ort_provider: str = Field(
+        "auto",
+        pattern="^(auto|cpu|cuda)$",
+        description="ONNX Runtime provider: auto (CUDA when offered), cpu, or cuda (fail if not offered)",
+    )
     max_body_bytes: int = Field(1 << 20, ge=1024, description="Largest accepted request body (413 above)")
     max_batch_rows: int = Field(1024, ge=1, description="Largest `states` batch in one request")
     max_batch_size: int = Field(256, ge=1, description="Micro-batcher: most rows in one ONNX call")

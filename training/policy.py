@@ -76,9 +76,10 @@ def time_table(net: VelocityNet, times: list[float]) -> dict[float, Tensor]:
     Constants (not traced ops) also make the export exact: Fourier features of t have angles up to a few
     hundred radians, where ONNX Runtime's and torch's sin/cos differ by ~1e-5.
     """
+    device = next(net.parameters()).device  # CUDA training samples support sets on the GPU
     with torch.no_grad():
-        rows = net.time_features(torch.tensor(times, dtype=torch.float32)).tolist()
-    return {t: torch.tensor([row]) for t, row in zip(times, rows, strict=True)}
+        rows = net.time_features(torch.tensor(times, dtype=torch.float32, device=device)).tolist()
+    return {t: torch.tensor([row], device=device) for t, row in zip(times, rows, strict=True)}
 
 
 def integrate(
@@ -105,7 +106,7 @@ def integrate(
         s_rep = repeat_rows(s_norm, repeats) if repeats > 1 else s_norm
 
         def fn(x: Tensor, t: float) -> Tensor:
-            return net(x, torch.full((1,), t, dtype=x.dtype), s_rep)
+            return net(x, torch.full((1,), t, dtype=x.dtype, device=x.device), s_rep)
 
     x = noise
     grid = path.time_grid(steps)
@@ -140,7 +141,7 @@ class FlowPolicy(nn.Module):
     @torch.inference_mode()
     def act_numpy(self, state: np.ndarray, noise: np.ndarray) -> np.ndarray:
         out = self(torch.as_tensor(state, dtype=torch.float32), torch.as_tensor(noise, dtype=torch.float32))
-        return out.numpy()
+        return out.cpu().numpy()
 
 
 class BestOfNPolicy(FlowPolicy):

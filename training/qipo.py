@@ -101,7 +101,7 @@ def support_noise(seed: int, renewal: int, rows: Tensor, m: int, act_dim: int) -
     base = (seed * 1_000_003 + renewal) * 10_000_019
     for k, row in enumerate(rows.tolist()):
         gen.manual_seed((base + row) % (1 << 62))
-        out[k] = torch.randn(m, act_dim, generator=gen)
+        out[k] = torch.randn(m, act_dim, generator=gen, device="cpu")
     return out
 
 
@@ -158,7 +158,7 @@ class QIPOTrainer:
         train_rows, held = holdout_split(dataset.terminals, dataset.timeouts, fraction, cfg.seed)
         self.train_rows = torch.as_tensor(train_rows)
         g, complete = returns_to_go(
-            self.r.numpy(), dataset.terminals, dataset.timeouts, cfg.gamma, int(3 / (1 - cfg.gamma))
+            self.r.cpu().numpy(), dataset.terminals, dataset.timeouts, cfg.gamma, int(3 / (1 - cfg.gamma))
         )
         self.mc_rows = torch.as_tensor(held[complete[held]])
         self.mc_returns = g[held[complete[held]]]
@@ -416,9 +416,10 @@ class QIPOTrainer:
             # state of the global batch, so a rank draws its slice without the other ranks' weights.
             idx = self._batch()
             weights = self.support_weights(idx)
-            u = self._global_draw(lambda k: torch.rand(k, generator=self.gen), len(idx))
+            u = self._global_draw(lambda k: torch.rand(k, generator=self.gen), len(idx)).to(weights.device)
             pick = (weights.cumsum(-1) < u.unsqueeze(-1)).sum(-1).clamp(max=weights.shape[-1] - 1)
-            loss = self.flow_loss(self.s[idx], self.supports.actions(idx)[torch.arange(len(idx)), pick])
+            support = self.supports.actions(idx)
+            loss = self.flow_loss(self.s[idx], support[torch.arange(len(idx), device=support.device), pick])
         else:
             idx = self._batch(self.cfg.improve_batch_size)
             weights = self.support_weights(idx)

@@ -82,5 +82,5 @@ def weight_stats(weights: Tensor) -> dict[str, float]:
 
 def probe_indices(n: int, size: int, seed: int) -> Tensor:
     """A fixed random subset of state rows (the same for every renewal of a run)."""
-    gen = torch.Generator().manual_seed(seed + 7_919)
-    return torch.randperm(n, generator=gen)[: min(size, n)]
+    gen = torch.Generator(device="cpu").manual_seed(seed + 7_919)
+    return torch.randperm(n, generator=gen, device="cpu")[: min(size, n)]
