@@ -449,6 +449,13 @@ def describe_summary(summary: dict[str, Any]) -> list[str]:
             f"critic vs held-out returns: corr {critic['q_mc_corr']:.3f}, bias {critic['q_mc_bias']:+.2f} "
             f"({critic['q_mc_rows']} steps; reward scale {summary['reward_scale']:.4g})"
         )
+    if critic and critic.get("q_data_rank") is not None:
+        corr = critic.get("adv_mc_corr")
+        corr_text = "n/a (no spread)" if corr is None else f"{corr:.3f}"
+        lines.append(
+            f"critic within states (vs the policy's samples): advantage corr {corr_text}, dataset action "
+            f"above {critic['q_data_rank']:.0%} of samples"
+        )
     for r in summary.get("renewals", []):
         lines.append(
             f"renewal {r['renewal']} at step {r['step']}: β_eff {r['beta_eff']:.4g}, ESS/(M+1) "

@@ -81,7 +81,12 @@ def plot_learning_curves(run_dir: Path, out: Path | None = None) -> Path | None:
     # Diagnostics beside the losses: the critic against held-out returns, the sharpness of the weights.
     panels = [(p, [("loss", "loss")]) for p in phases]
     if any(r.get("q_mc_corr") is not None for r in rows):
-        panels.append(("critic vs held-out returns", [("q_mc_corr", "correlation")]))
+        panels.append(
+            (
+                "critic vs held-out returns",
+                [("q_mc_corr", "Q vs G, across states"), ("adv_mc_corr", "advantage, within states")],
+            )
+        )
     if any("ess_fraction" in r for r in rows):
         panels.append(
             ("support-set weights", [("ess_fraction", "ESS/(M+1)"), ("data_weight", "dataset-action weight")])
@@ -92,7 +97,7 @@ def plot_learning_curves(run_dir: Path, out: Path | None = None) -> Path | None:
         for key, label in series:
             pts = [(r["step"], r[key]) for r in phase_rows if r.get(key) is not None]
             if pts:
-                ax.plot(*zip(*pts, strict=True), label=label)
+                ax.plot(*zip(*pts, strict=True), label=label, marker="o" if len(pts) == 1 else None)
         ax.set_title(title)
         ax.set_xlabel("step")
         if title in phases:

@@ -36,7 +36,7 @@ from training import distributed, optim
 from training.config import QIPOConfig
 from training.critic import Critic, IQLCritic, SoftmaxQCritic
 from training.data.dataset import TransitionDataset
-from training.diagnostics import critic_vs_returns, holdout_split, returns_to_go
+from training.diagnostics import advantage_vs_returns, critic_vs_returns, holdout_split, returns_to_go
 from training.efm import q_weights, weighted_matching_loss
 from training.networks import TwinQ, VelocityNet
 from training.paths import make_path
@@ -47,6 +47,9 @@ from training.temperature import effective_beta, probe_indices, weight_stats
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
+ADVANTAGE_ROWS = 1024  # held-out steps the within-state diagnostic samples the policy at (~1 s on a CPU)
+ADVANTAGE_KEY = -1  # its `support_noise` key: no renewal draws with it, and it never touches `self.gen`
+ADVANTAGE_KEYS = ("adv_mc_corr", "q_data_rank")
 
 
 def resolve_reward_scale(cfg: QIPOConfig, dataset: TransitionDataset) -> float:
@@ -162,6 +165,8 @@ class QIPOTrainer:
         )
         self.mc_rows = torch.as_tensor(held[complete[held]])
         self.mc_returns = g[held[complete[held]]]
+        k = min(ADVANTAGE_ROWS, len(self.mc_rows))  # evenly spaced over the held-out steps, fixed
+        self.adv_index = (np.arange(k) * len(self.mc_rows)) // max(k, 1)
         self.probe = self.train_rows[probe_indices(len(self.train_rows), cfg.probe_states, cfg.seed)]
         # s' of transition i is usually s of transition i + 1: behaviour samples are drawn once per distinct
         # state, at `sample_states` = dataset states + the few s' that are not (episode ends); next_index[i]
@@ -275,6 +280,7 @@ class QIPOTrainer:
                 "seconds": round(time.perf_counter() - started, 3),
             }
         )
+        self.renewal_log[-1] |= self.advantage_diagnostics()  # the critic against the policy just frozen
         log.info("renewal %d: %s", self.renewals - 1, json.dumps(self.renewal_log[-1]))
 
     def _support_q_for(self, rows: Tensor) -> Tensor:
@@ -354,11 +360,39 @@ class QIPOTrainer:
         q = self.critic.q.q_min(self.s[self.mc_rows], self.a[self.mc_rows]).cpu().numpy()
         return critic_vs_returns(q.astype(np.float64), self.mc_returns)
 
+    @torch.inference_mode()
+    def advantage_diagnostics(self) -> dict[str, Any]:
+        """Q's ranking within states (`training.diagnostics.advantage_vs_returns`): on a fixed subset of
+        the held-out steps, Q at the dataset action against Q at `support_size` samples of the current
+        policy, drawn with their own keyed noise (deterministic; `self.gen` untouched, so training is the
+        same with or without it).
+
+        It samples the policy: 1,024 states × M × solver steps, 1–1.5 s on one Hopper CPU thread, where a
+        critic step takes ~20 ms: at each of the default 300 critic log rows it would add over half to the
+        critic phase. So it runs once the critic is trained (the critic phase's last row; the net does not
+        move during that phase), at each renewal (into `renewal_log`, hence the improve rows) and in the
+        summary.
+        """
+        if len(self.adv_index) == 0:
+            return {k: None for k in ADVANTAGE_KEYS}
+        rows = self.mc_rows[torch.as_tensor(self.adv_index)]
+        m = self.cfg.support_size
+        samples = distributed.split_rows(
+            rows,
+            lambda block: self.sample_unit_actions(self.net, self.s, block, m, ADVANTAGE_KEY, "advantage"),
+        )
+        q_samples = self.score(self.s[rows], samples)
+        q_data = self.critic.q.q_min(self.s[rows], self.a[rows])
+        return advantage_vs_returns(
+            q_data.cpu().numpy(), q_samples.cpu().numpy(), self.mc_returns[self.adv_index]
+        )
+
     def summary(self) -> dict[str, Any]:
-        """What a user reads before any rollout: the critic's check and how peaked each renewal was."""
+        """What a user reads before any rollout: the critic's checks (within states: against the current
+        policy's samples) and how peaked each renewal was."""
         out: dict[str, Any] = {"reward_scale": self.reward_scale, "renewals": self.renewal_log}
         if self.k2 > 0 and self.step >= self.k1:
-            out["critic"] = self.critic_diagnostics()
+            out["critic"] = self.critic_diagnostics() | self.advantage_diagnostics()
         return out
 
     # ----- one step of each phase -------------------------------------------------------------------
@@ -473,9 +507,12 @@ class QIPOTrainer:
         }
         if phase == "critic" or (phase == "improve" and self.step == self.k1 + self.k2 + 1):
             record |= self.critic_diagnostics()
+        if phase == "critic" and self.step == self.k1 + self.k2:
+            record |= self.advantage_diagnostics()
         if phase == "improve" and self.renewal_log:
             last = self.renewal_log[-1]
             record |= {k: last[k] for k in ("beta_eff", "ess_fraction", "data_weight")}
+            record |= {k: last[k] for k in ADVANTAGE_KEYS if k in last}  # older checkpoints lack them
         return record
 
     def fit(

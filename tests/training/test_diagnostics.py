@@ -1,11 +1,26 @@
-"""The critic-vs-return diagnostic on data with a known answer."""
+"""The critic-vs-return diagnostics on data with a known answer."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+import torch
 
-from training.diagnostics import critic_vs_returns, episode_bounds, holdout_split, returns_to_go
+from tests.conftest import TINY_CONFIG
+from training.cli import describe_summary
+from training.config import QIPOConfig
+from training.data import load_dataset
+from training.diagnostics import (
+    advantage_vs_returns,
+    critic_vs_returns,
+    episode_bounds,
+    holdout_split,
+    returns_to_go,
+)
+from training.metrics import MetricsWriter, plot_learning_curves
+from training.qipo import ADVANTAGE_KEYS, QIPOTrainer
 
 
 def chain_episodes(n_episodes: int, length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -55,3 +70,99 @@ def test_holdout_takes_whole_episodes() -> None:
         assert all(inside) or not any(inside)
     none_train, none_held = holdout_split(terminals, timeouts, 0.0, seed=0)
     assert len(none_held) == 0 and len(none_train) == 200
+
+
+def within_state_world(n: int = 2000, m: int = 16, seed: int = 0) -> dict[str, np.ndarray]:
+    """Q*(s, a) = V(s) − (a − a*(s))²: state values spread far wider (σ 10) than any action's part, the
+    dataset action and M policy samples drawn alike around a*, and a return G = Q*(s, a_data) + MC noise."""
+    rng = np.random.default_rng(seed)
+    v, best = rng.normal(0, 10, n), rng.normal(0, 1, n)
+    a_data, a_samples = best + rng.normal(0, 1, n), best[:, None] + rng.normal(0, 1, (n, m))
+    return {
+        "v": v,
+        "part_data": -((a_data - best) ** 2),
+        "part_samples": -((a_samples - best[:, None]) ** 2),
+        "g": v - (a_data - best) ** 2 + rng.normal(0, 0.3, n),
+    }
+
+
+def test_an_exact_critic_ranks_actions_within_states() -> None:
+    w = within_state_world()
+    q_data, q_samples = w["v"] + w["part_data"], w["v"][:, None] + w["part_samples"]
+    assert advantage_vs_returns(q_data, q_samples, q_data)["adv_mc_corr"] == pytest.approx(1.0)
+    noisy = advantage_vs_returns(q_data, q_samples, w["g"])["adv_mc_corr"]
+    assert noisy is not None and noisy > 0.9
+
+
+def test_a_critic_that_ignores_the_action_has_no_advantage_to_correlate() -> None:
+    w = within_state_world()
+    q_data = w["v"] + 0.1  # any function of the state alone
+    out = advantage_vs_returns(q_data, np.repeat(q_data[:, None], 16, axis=1), w["g"])
+    assert out["adv_mc_corr"] is None  # no spread, not NaN
+    assert out["q_data_rank"] == pytest.approx(0.5)  # ties count half
+
+
+def test_reversed_ranking_within_states_hides_behind_a_good_across_state_correlation() -> None:
+    """Hopper medium-expert in miniature: V right, the action's part backwards."""
+    w = within_state_world()
+    q_data, q_samples = w["v"] - w["part_data"], w["v"][:, None] - w["part_samples"]
+    across = critic_vs_returns(q_data, w["g"])["q_mc_corr"]
+    within = advantage_vs_returns(q_data, q_samples, w["g"])["adv_mc_corr"]
+    assert across is not None and across > 0.9
+    assert within is not None and within < -0.5
+
+
+def test_q_data_rank_counts_the_samples_below_the_dataset_action() -> None:
+    rng = np.random.default_rng(1)
+    samples, g = rng.normal(size=(2000, 16)), rng.normal(size=2000)
+    assert advantage_vs_returns(samples.max(1) + 1, samples, g)["q_data_rank"] == 1.0
+    assert advantage_vs_returns(samples.min(1) - 1, samples, g)["q_data_rank"] == 0.0
+    exchangeable = advantage_vs_returns(rng.normal(size=2000), samples, g)["q_data_rank"]
+    assert exchangeable == pytest.approx(0.5, abs=0.03)
+    assert advantage_vs_returns(np.zeros(0), np.zeros((0, 16)), np.zeros(0))["q_data_rank"] is None
+
+
+def test_trainer_reports_within_state_ranking_without_touching_training(
+    pendulum_dataset_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # γ 0.9: Pendulum's 200-step episodes time out, and γ 0.99 would leave no complete held-out return.
+    steps = {"behavior_steps": 20, "critic_steps": 10, "improve_steps": 20, "renew_every": 10}
+    cfg = QIPOConfig.model_validate(TINY_CONFIG | steps | {"gamma": 0.9, "log_every": 1})
+
+    def trained() -> QIPOTrainer:
+        trainer = QIPOTrainer(load_dataset(pendulum_dataset_dir), cfg, progress=False)
+        trainer.fit()
+        return trainer
+
+    run = trained()
+    assert len(run.adv_index) > 0
+    summary = run.summary()
+    assert 0 <= summary["critic"]["q_data_rank"] <= 1 and summary["critic"]["adv_mc_corr"] is not None
+    end_of_critic, first_improve = (
+        next(r for r in run.history if r["step"] == step) for step in (run.k1 + run.k2, run.k1 + run.k2 + 1)
+    )
+    for row in (end_of_critic, first_improve, *run.renewal_log):
+        assert all(row[k] is not None for k in ADVANTAGE_KEYS)
+    assert any(line.startswith("critic within states") for line in describe_summary(summary))
+    with MetricsWriter(tmp_path) as writer:
+        for record in run.history:
+            writer(record)
+    assert plot_learning_curves(tmp_path) is not None
+
+    monkeypatch.setattr(QIPOTrainer, "advantage_diagnostics", lambda self: {})
+    without = trained()
+    assert all(k not in r for r in without.history for k in ADVANTAGE_KEYS)
+    mine, theirs = run.state_dict(), without.state_dict()
+    for logs in ("history", "renewal_log"):  # what differs: the diagnostic's own records
+        del mine[logs], theirs[logs]
+    assert identical(mine, theirs)  # policy, critic, optimisers, generator, support sets: bit for bit
+
+
+def identical(a: object, b: object) -> bool:
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(identical(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple):
+        return isinstance(b, list | tuple) and len(a) == len(b) and all(map(identical, a, b))
+    return a == b
