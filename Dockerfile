@@ -6,7 +6,7 @@
 #   train      `qipo train` under torchrun: the Kubernetes training job's image (deploy/k8s/train)
 # The GPU image is the same `serve` target on a CUDA base with onnxruntime-gpu:
 #   docker build -t qipo-serve .
-#   docker build --target serve --build-arg BASE_IMAGE=nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04 \
+#   docker build --target serve --build-arg BASE_IMAGE=nvidia/cuda:13.0.2-cudnn-runtime-ubuntu24.04 \
 #       --build-arg QIPO_EXTRA=gpu -t qipo-serve:gpu .
 # No `# syntax=` line: the frontend built into the engine is used, so nothing is fetched before the build,
 # and every stage builds with BuildKit and with the classic builder (which builds all stages above the
