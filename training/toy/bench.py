@@ -250,7 +250,7 @@ def markdown(records: list[Record], meta: dict[str, Any]) -> str:
         "",
         f"- {cfg['n_eval']:,} model samples vs {cfg['n_eval']:,} exact samples; {meta['metrics']['swd']}; "
         f"{meta['metrics']['mmd']}.",
-        f"- Each model: VelocityNet (hidden {tc['hidden']}, {tc['blocks']} residual block), "
+        f"- Each model: VelocityNet (hidden {tc['hidden']}, {tc['blocks']} residual block(s)), "
         f"{tc['steps']:,} Adam steps at batch {tc['batch_size']:,}, lr {tc['lr']:g} cosine-decayed, "
         f"on a fixed sample of {cfg['train_size']:,} points of p. "
         f"EFM/CFG: {tc['ot_steps']} Euler steps; ED: {tc['vp_steps']} DPM-Solver-2 steps.",

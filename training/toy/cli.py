@@ -34,6 +34,9 @@ def bench(
     datasets: Annotated[str | None, typer.Option(help="Comma-separated subset (default: all six)")] = None,
     betas: Annotated[str, typer.Option(help="Comma-separated β values")] = "1,3,10",
     steps: Annotated[int | None, typer.Option(min=1, help="Training steps per model (override)")] = None,
+    hidden: Annotated[int | None, typer.Option(min=8, help="VelocityNet width (override)")] = None,
+    blocks: Annotated[int | None, typer.Option(min=0, help="Residual blocks (override)")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=2, help="Batch (the softmax population)")] = None,
     seed: int = 0,
     threads: Annotated[int, typer.Option(min=1, help="torch threads (the box is shared: keep 1)")] = 1,
 ) -> None:
@@ -52,8 +55,10 @@ def bench(
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
-    if steps is not None:
-        config = replace(config, train=replace(config.train, steps=steps))
+    given = {"steps": steps, "hidden": hidden, "blocks": blocks, "batch_size": batch_size}
+    train = {k: v for k, v in given.items() if v is not None}
+    if train:
+        config = replace(config, train=replace(config.train, **train))
     result = run_bench(config, on_dataset=lambda partial: write_outputs(partial, out))
     paths = write_outputs(result, out)
     summary = checks(result.records)
