@@ -36,7 +36,13 @@ import bench_serve as bs  # noqa: E402  (the same servers, artifact and load gen
 
 BATCHES = (1, 16, 64, 256, 1024, 4096)
 CLIENTS = (1, 16, 64, 256)
-SERVERS = (("cpu", "inline"), ("cuda", "inline"), ("cuda", "thread"))  # (QIPO_ORT_PROVIDER, executor)
+# (QIPO_ORT_PROVIDER, executor, QIPO_ORT_CUDA_GRAPH)
+SERVERS = (
+    ("cpu", "inline", False),
+    ("cuda", "inline", False),
+    ("cuda", "thread", False),
+    ("cuda", "inline", True),
+)
 TRAIN_DEVICE = "cuda"
 TRAIN_STEPS = {"behavior": 1000, "critic": 1000, "improve": 400}
 DEFAULT_BUDGET = {"behavior": 10_000, "critic": 30_000, "improve": 4_000}  # QIPOConfig defaults
@@ -62,11 +68,15 @@ def sampler_rows(policy: Any, artifact: Path) -> list[dict[str, Any]]:
     from service.runtime import OnnxPolicy
 
     ways: dict[str, Any] = {
+        "ort_cuda_graph": OnnxPolicy.load(artifact, provider="cuda", cuda_graph=True),
         "ort_cuda_iobinding": OnnxPolicy.load(artifact, provider="cuda"),
         "ort_cpu_1thread": OnnxPolicy.load(artifact, provider="cpu"),
         "ort_cpu_all_cores": OnnxPolicy.load(artifact, intra_threads=os.cpu_count() or 1, provider="cpu"),
     }
     assert ways["ort_cuda_iobinding"].io_binding, "the CUDA session did not take the IO-binding path"
+    if ways["ort_cuda_graph"].graphs is None:
+        print("CUDA graphs could not be captured (see the warning above)", flush=True)
+        del ways["ort_cuda_graph"]
     gpu_policy = policy.to("cuda")
     obs_dim, noise_dim = ways["ort_cpu_1thread"].obs_dim, ways["ort_cpu_1thread"].noise_dim
     rows = []
@@ -78,6 +88,8 @@ def sampler_rows(policy: Any, artifact: Path) -> list[dict[str, Any]]:
         for name, onnx in ways.items():
             if name == "ort_cpu_1thread" and batch > 1024:
                 continue  # seconds per call; the all-cores row says what the CPU can do
+            if name == "ort_cuda_graph" and batch > onnx.graphs.largest:
+                continue  # beyond the largest bucket it is the plain CUDA call
             sec = wall_per_call(lambda o=onnx, s=state, n=noise: o.run(s, n))
             row[name] = {"ms": sec * 1e3, "actions_per_s": batch / sec}
         ts = torch.from_numpy(state).cuda()
@@ -102,11 +114,22 @@ def parity(artifact: Path) -> dict[str, float]:
     rng = np.random.default_rng(7)
     state = rng.standard_normal((4096, cpu.obs_dim), dtype=np.float32)
     noise = rng.standard_normal((4096, cpu.noise_dim), dtype=np.float32)
-    diff = np.abs(cuda.run(state, noise) - cpu.run(state, noise))
-    return {"max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean()), "rows": 4096}
+    reference = cpu.run(state, noise)
+    diff = np.abs(cuda.run(state, noise) - reference)
+    out = {"max_abs_diff": float(diff.max()), "mean_abs_diff": float(diff.mean()), "rows": 4096}
+    graphs = OnnxPolicy.load(artifact, provider="cuda", cuda_graph=True)
+    if graphs.graphs is not None:  # every bucket, padded rows included: 3, 16, 100 and 256 rows
+        worst = max(
+            float(np.abs(graphs.run(state[:n], noise[:n]) - reference[:n]).max())
+            for n in (1, 3, 16, 100, 256)
+        )
+        out["graph_max_abs_diff"] = worst
+    return out
 
 
-def act_levels(tmp: Path, artifact: Path) -> list[dict[str, Any]]:
+def act_levels(
+    tmp: Path, artifact: Path, servers: tuple[tuple[str, str, bool], ...] = SERVERS
+) -> list[dict[str, Any]]:
     """Closed-loop /act load on real servers: CUDA (inline, thread) and the CPU baseline."""
     from service.registry import open_registry
 
@@ -115,22 +138,26 @@ def act_levels(tmp: Path, artifact: Path) -> list[dict[str, Any]]:
     version = reg.publish(artifact)
     reg.promote(version.name, "production", version.version)
     records = []
-    for provider, executor in SERVERS:
+    for provider, executor, graph in servers:
         os.environ["QIPO_ORT_PROVIDER"] = provider
-        proc, port = bs.start_server("qipo", reg_path, tmp / f"cache-{provider}-{executor}", executor)
+        os.environ["QIPO_ORT_CUDA_GRAPH"] = str(graph).lower()
+        cache = tmp / f"cache-{provider}-{executor}-{graph}"
+        proc, port = bs.start_server("qipo", reg_path, cache, executor)
         try:
             for clients in CLIENTS:
                 before = bs.scrape_batches(port)
                 result = asyncio.run(bs.load(port, clients, warmup=1.0, duration=3.0))
                 after = bs.scrape_batches(port)
                 calls = after[1] - before[1]
-                record = {"provider": provider, "executor": executor, "clients": clients, **result}
+                record = {"provider": provider, "executor": executor, "cuda_graph": graph, "clients": clients}
+                record |= result
                 record["mean_batch"] = (after[0] - before[0]) / calls if calls else float("nan")
                 records.append(record)
                 print(json.dumps(record), flush=True)
         finally:
             bs.stop_server(proc)
     os.environ.pop("QIPO_ORT_PROVIDER", None)
+    os.environ.pop("QIPO_ORT_CUDA_GRAPH", None)
     return records
 
 
@@ -180,52 +207,74 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"{result['when']} · {env['gpu']} · onnxruntime {env['onnxruntime']} ({', '.join(env['providers'])})"
         f" · torch {env['torch']} · {env['cpus']} CPUs",
-        "",
-        "## Sampler: actions/s of the exported K-step sampler (wall clock, median call)",
-        "",
-        "| batch | ORT CUDA + IO binding | ORT CPU, 1 thread | ORT CPU, all cores | torch eager CUDA "
-        "| CUDA ÷ best CPU |",
-        "|---:|---:|---:|---:|---:|---:|",
     ]
-    for row in result["sampler"]:
-
-        def aps(key: str, row: dict[str, Any] = row) -> str:
-            return f"{row[key]['actions_per_s']:,.0f}" if key in row else "–"
-
-        cpu_best = max(row[k]["actions_per_s"] for k in ("ort_cpu_1thread", "ort_cpu_all_cores") if k in row)
-        ratio = row["ort_cuda_iobinding"]["actions_per_s"] / cpu_best
-        lines.append(
-            f"| {row['batch']} | {aps('ort_cuda_iobinding')} | {aps('ort_cpu_1thread')} | "
-            f"{aps('ort_cpu_all_cores')} | {aps('torch_cuda_eager')} | {ratio:.2f}× |"
-        )
+    ways = {
+        "ort_cuda_graph": "ORT CUDA graphs",
+        "ort_cuda_iobinding": "ORT CUDA + IO binding",
+        "ort_cpu_1thread": "ORT CPU, 1 thread",
+        "ort_cpu_all_cores": "ORT CPU, all cores",
+        "torch_cuda_eager": "torch eager CUDA",
+    }
+    if "sampler" in result:
+        shown = [k for k in ways if any(k in row for row in result["sampler"])]
+        lines += [
+            "",
+            "## Sampler: actions/s of the exported K-step sampler (wall clock, median call)",
+            "",
+            "| batch | " + " | ".join(ways[k] for k in shown) + " | best CUDA ÷ best CPU |",
+            "|---:|" + "---:|" * (len(shown) + 1),
+        ]
+        for row in result["sampler"]:
+            cells = [f"{row[k]['actions_per_s']:,.0f}" if k in row else "–" for k in shown]
+            cpu = max(row[k]["actions_per_s"] for k in ("ort_cpu_1thread", "ort_cpu_all_cores") if k in row)
+            gpu = max(row[k]["actions_per_s"] for k in ("ort_cuda_graph", "ort_cuda_iobinding") if k in row)
+            lines.append(f"| {row['batch']} | " + " | ".join(cells) + f" | {gpu / cpu:.2f}× |")
     par = result["parity"]
     lines += [
         "",
         f"Parity, CUDA against CPU session, {par['rows']} rows: max |Δaction| {par['max_abs_diff']:.2e}, "
-        f"mean {par['mean_abs_diff']:.2e}.",
-        "",
-        "## `/act` on real uvicorn servers (one state per request, closed loop, 3 s per level)",
-        "",
-        "| provider | executor | clients | req/s | p50 ms | p99 ms | mean batch | errors |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        f"mean {par['mean_abs_diff']:.2e}"
+        + (
+            f"; CUDA graphs (1–256 rows, padded buckets) max {par['graph_max_abs_diff']:.2e}."
+            if "graph_max_abs_diff" in par
+            else "."
+        ),
     ]
-    for r in result["act"]:
-        lines.append(
-            f"| {r['provider']} | {r['executor']} | {r['clients']} | {r['rps']:,.0f} | {r['p50_ms']:.2f} | "
-            f"{r['p99_ms']:.2f} | {r['mean_batch']:.1f} | {r['errors']} |"
-        )
-    train = result["train"]
-    lines += ["", "## `qipo train --device cuda` (short schedule, Pendulum `mixed`)", ""]
-    if train.get("ok"):
-        rates = ", ".join(f"{p} {v:.0f} steps/s" for p, v in train["steps_per_s"].items())
-        lines.append(
-            f"{train['steps']} in {train['wall_s']:.0f} s wall (data, start-up and 2 evaluation episodes "
-            f"included): {rates}. The default budget (10k + 30k + 4k) would take about "
-            f"{train['default_budget_s_at_these_rates'] / 60:.1f} min of training at these rates."
-        )
-    else:
-        lines.append(f"Failed (exit {train.get('returncode')}): `{train.get('stderr_tail', '')[-300:]}`")
+    if "act" in result:
+        lines += [
+            "",
+            "## `/act` on real uvicorn servers (one state per request, closed loop, 3 s per level)",
+            "",
+            "| provider | executor | CUDA graphs | clients | req/s | p50 ms | p99 ms | mean batch | errors |",
+            "|---|---|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in result["act"]:
+            graph = "yes" if r.get("cuda_graph") else "no"
+            lines.append(
+                f"| {r['provider']} | {r['executor']} | {graph} | {r['clients']} | {r['rps']:,.0f} | "
+                f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['mean_batch']:.1f} | {r['errors']} |"
+            )
+    if "train" in result:
+        train = result["train"]
+        lines += ["", "## `qipo train --device cuda` (short schedule, Pendulum `mixed`)", ""]
+        if train.get("ok"):
+            rates = ", ".join(f"{p} {v:.0f} steps/s" for p, v in train["steps_per_s"].items())
+            lines.append(
+                f"{train['steps']} in {train['wall_s']:.0f} s wall (start-up and 2 evaluation episodes "
+                f"included): {rates}. The default budget (10k + 30k + 4k) would take about "
+                f"{train['default_budget_s_at_these_rates'] / 60:.1f} min of training at these rates."
+            )
+        else:
+            lines.append(f"Failed (exit {train.get('returncode')}): `{train.get('stderr_tail', '')[-300:]}`")
     return "\n".join(lines) + "\n"
+
+
+def parse_servers(text: str) -> tuple[tuple[str, str, bool], ...]:
+    out = []
+    for item in filter(None, text.split(",")):
+        provider, executor, graph = item.split(":")
+        out.append((provider, executor, graph == "1"))
+    return tuple(out)
 
 
 def environment() -> dict[str, Any]:
@@ -252,6 +301,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--qipo", default="qipo", help="how to call the CLI")
     parser.add_argument("--dataset", type=Path, help="Pendulum `mixed` dataset (default: generate one)")
+    parser.add_argument(
+        "--servers",
+        default=",".join(f"{p}:{e}:{int(g)}" for p, e, g in SERVERS),
+        help="/act servers as provider:executor:cuda_graph(0|1), comma-separated",
+    )
+    parser.add_argument("--name", default="gpu-check", help="file stem of the results under --out")
     parser.add_argument("--skip", default="", help="comma list of parts to skip: sampler,act,train")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -263,7 +318,7 @@ def main() -> None:
     print(json.dumps(result["env"]), flush=True)
 
     def save() -> None:
-        (args.out / "gpu-check.json").write_text(json.dumps(result, indent=2) + "\n")
+        (args.out / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
 
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp_name:
         tmp = Path(tmp_name)
@@ -279,11 +334,10 @@ def main() -> None:
             result["sampler"] = sampler_rows(policy, artifact)
             save()
         if "act" not in skip:
-            result["act"] = act_levels(tmp, artifact)
+            result["act"] = act_levels(tmp, artifact, parse_servers(args.servers))
             save()
-    if not skip:
-        (args.out / "gpu-check.md").write_text(markdown(result))
-        print((args.out / "gpu-check.md").read_text())
+    (args.out / f"{args.name}.md").write_text(markdown(result))
+    print((args.out / f"{args.name}.md").read_text())
 
 
 if __name__ == "__main__":

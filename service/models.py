@@ -140,6 +140,8 @@ class ModelManager:
                 self.settings.ort_intra_threads,
                 self.settings.ort_inter_threads,
                 provider=self.settings.ort_provider,
+                cuda_graph=self.settings.ort_cuda_graph,
+                graph_rows=self.settings.max_batch_size,
             )
             policy.warmup(self.settings.warmup_batches)
         except Exception:

@@ -24,6 +24,7 @@ import numpy as np
 import onnxruntime as ort
 
 from service.artifact import POLICY_FILE, ArtifactError, Manifest, verify_artifact
+from service.cuda_graphs import CudaGraphSampler, try_capture
 from service.policy import Actions, Bounds
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ class OnnxPolicy:
     bounds: Bounds
     load_seconds: float
     io_binding: bool = False  # CUDA: bind inputs/outputs explicitly instead of letting run() copy twice
+    graphs: CudaGraphSampler | None = None  # CUDA + `cuda_graph`: captured graphs for batches up to a bucket
     # (output names, feed, run options) -> outputs: the session's `run`, or its compiled core (see above)
     _run: Callable[[list[str], dict[str, np.ndarray], Any], Sequence[Any]] | None = field(
         default=None, repr=False
@@ -62,8 +64,16 @@ class OnnxPolicy:
 
     @classmethod
     def load(
-        cls, artifact_dir: Path, intra_threads: int = 1, inter_threads: int = 1, provider: str = "auto"
+        cls,
+        artifact_dir: Path,
+        intra_threads: int = 1,
+        inter_threads: int = 1,
+        provider: str = "auto",
+        cuda_graph: bool = False,
+        graph_rows: int = 256,
     ) -> OnnxPolicy:
+        """`cuda_graph` (CUDA only): also capture the sampler as CUDA graphs for batches up to `graph_rows`
+        (service/cuda_graphs.py); larger batches, and any model that cannot be captured, run plainly."""
         start = time.perf_counter()
         manifest = verify_artifact(artifact_dir)
         options = ort.SessionOptions()
@@ -92,6 +102,14 @@ class OnnxPolicy:
             io_binding=session.get_providers()[0] == "CUDAExecutionProvider",
         )
         policy._run = None if policy.io_binding else _direct_run(session, manifest)
+        if policy.io_binding and cuda_graph:
+            policy.graphs = try_capture(
+                artifact_dir / POLICY_FILE,
+                manifest.obs_dim,
+                manifest.noise_width,
+                manifest.act_dim,
+                graph_rows,
+            )
         policy.load_seconds = time.perf_counter() - start
         return policy
 
@@ -113,6 +131,8 @@ class OnnxPolicy:
 
     def run(self, state: np.ndarray, noise: np.ndarray) -> np.ndarray:
         """The graph's raw output [B, A] float32 (a fresh array the caller may modify)."""
+        if self.graphs is not None and len(state) <= self.graphs.largest:
+            return self.graphs.run(state, noise)
         if self.io_binding:
             return self._act_bound(state, noise)
         run = self._run or self.session.run

@@ -28,6 +28,11 @@ class ServeSettings(BaseSettings):
         pattern="^(auto|cpu|cuda)$",
         description="ONNX Runtime provider: auto (CUDA when offered), cpu, or cuda (fail if not offered)",
     )
+    ort_cuda_graph: bool = Field(
+        True,
+        description="CUDA provider: replay the sampler as captured CUDA graphs, one per batch bucket up to "
+        "max_batch_size (docs/gpu.md)",
+    )
     max_body_bytes: int = Field(1 << 20, ge=1024, description="Largest accepted request body (413 above)")
     max_batch_rows: int = Field(1024, ge=1, description="Largest `states` batch in one request")
     max_batch_size: int = Field(256, ge=1, description="Micro-batcher: most rows in one ONNX call")
