@@ -76,6 +76,12 @@ class QIPOConfig(BaseModel):
         "support when the critic extrapolates on the policy's own samples. Hopper seed 0, BC → λ 0 / 0.5: "
         "medium 829 → 1623 / 929, medium-expert 1727 → 735 / 1951 (docs/bench/rl-probes)",
     )
+    anchor_gate: Literal["always", "advantage"] = Field(
+        default="always",
+        description="always: every state's dataset action keeps λ; advantage: only states whose dataset "
+        "action the critic rates at least the mean of the policy's samples (Q(s,a) ≥ mean_j Q(s,a_j)), so "
+        "poor behaviour actions (replay data) are not held onto while good ones still are",
+    )
     probe_states: int = Field(
         default=2048, ge=1, description="States whose support sets fix each renewal's temperature and stats"
     )

@@ -108,14 +108,21 @@ def support_noise(seed: int, renewal: int, rows: Tensor, m: int, act_dim: int) -
     return out
 
 
-def anchor_weights(weights: Tensor, anchor: float) -> Tensor:
+def anchor_weights(weights: Tensor, anchor: float, gate: Tensor | None = None) -> Tensor:
     """(1 − λ)·g + λ·e_data over each support set (the dataset action is the last column): rows still sum
-    to one, and the dataset action keeps at least λ of its state's weight."""
+    to one, and the dataset action keeps at least λ of its state's weight. `gate` [..., 1] (0 or 1) limits
+    the anchor to the rows it marks."""
     if anchor == 0:
         return weights
-    out = weights * (1 - anchor)
-    out[..., -1] += anchor
+    lam = anchor if gate is None else anchor * gate
+    out = weights * (1 - lam)
+    out[..., -1:] += lam
     return out
+
+
+def advantage_gate(q: Tensor) -> Tensor:
+    """[..., 1]: 1 where the dataset action's Q (last column) is at least the mean Q of the policy samples."""
+    return (q[..., -1:] >= q[..., :-1].mean(dim=-1, keepdim=True)).to(q.dtype)
 
 
 def next_state_rows(observations: np.ndarray, next_observations: np.ndarray) -> tuple[Tensor, Tensor]:
@@ -349,7 +356,8 @@ class QIPOTrainer:
     def weights_of(self, q: Tensor) -> Tensor:
         """The weights the improvement loss applies to support sets with Q [B, M+1]: softmax(β_eff·Q),
         with `data_anchor` of each row moved onto its dataset action."""
-        return anchor_weights(q_weights(q, self.beta_eff, dim=-1), self.cfg.data_anchor)
+        gate = advantage_gate(q) if self.cfg.anchor_gate == "advantage" else None
+        return anchor_weights(q_weights(q, self.beta_eff, dim=-1), self.cfg.data_anchor, gate)
 
     # ----- diagnostics ------------------------------------------------------------------------------
     @torch.inference_mode()

@@ -55,6 +55,19 @@ def test_data_anchor_keeps_rows_normalised_and_floors_the_dataset_action() -> No
     assert anchor_weights(w, 0.0) is w
 
 
+def test_advantage_gate_anchors_only_dataset_actions_the_critic_rates_at_least_average() -> None:
+    from training.qipo import advantage_gate, anchor_weights
+
+    q = torch.tensor([[0.0, 2.0, 1.5], [0.0, 2.0, 0.5], [1.0, 1.0, 1.0]])  # data action last: 1.5, 0.5, 1.0
+    gate = advantage_gate(q)
+    assert gate.squeeze(-1).tolist() == [1.0, 0.0, 1.0]  # above, below and equal to the samples' mean (1.0)
+    w = q_weights(q, 1.0)
+    anchored = anchor_weights(w, 0.4, gate)
+    assert torch.allclose(anchored.sum(-1), torch.ones(3))
+    assert torch.allclose(anchored[1], w[1])  # the poor dataset action is not held onto
+    assert bool((anchored[[0, 2], -1] >= 0.4).all())
+
+
 def test_ess_mode_hits_its_target() -> None:
     q = torch.randn(512, 17, generator=torch.Generator().manual_seed(1))
     for target in (0.1, 0.25, 0.6):
