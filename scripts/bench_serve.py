@@ -322,10 +322,7 @@ def _child_json(name: str, command: list[str], src: Path) -> dict[str, Any]:
     proc = subprocess.run(
         command,
         cwd=ROOT,
-        env={
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(src), os.environ.get("PYTHONPATH")])),
-        },
+        env=child_env(src),
         capture_output=True,
         text=True,
         timeout=600,
@@ -337,6 +334,14 @@ def _child_json(name: str, command: list[str], src: Path) -> dict[str, Any]:
         line for line in reversed(proc.stdout.splitlines()) if line.startswith("{")
     )  # py-spy talks too
     return dict(json.loads(last))
+
+
+def child_env(src: Path) -> dict[str, str]:
+    """This environment with `src` first on PYTHONPATH (kept after it: wheels installed with --target)."""
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(src), os.environ.get("PYTHONPATH")])),
+    }
 
 
 def free_port() -> int:
@@ -353,10 +358,7 @@ def start_server(
     proc = subprocess.Popen(
         [sys.executable, __file__, "_serve", kind, str(port), str(registry), str(cache), executor],
         cwd=ROOT,
-        env={
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(src), os.environ.get("PYTHONPATH")])),
-        },
+        env=child_env(src),
     )
     end = time.monotonic() + 60
     while time.monotonic() < end:

@@ -174,6 +174,7 @@ class QIPOTrainer:
         self.mc_returns = g[held[complete[held]]]
         k = min(ADVANTAGE_ROWS, len(self.mc_rows))  # evenly spaced over the held-out steps, fixed
         self.adv_index = (np.arange(k) * len(self.mc_rows)) // max(k, 1)
+        self._advantage_at: tuple[int, dict[str, float | None]] | None = None  # (step, result)
         self.probe = self.train_rows[probe_indices(len(self.train_rows), cfg.probe_states, cfg.seed)]
         # s' of transition i is usually s of transition i + 1: behaviour samples are drawn once per distinct
         # state, at `sample_states` = dataset states + the few s' that are not (episode ends); next_index[i]
@@ -383,6 +384,9 @@ class QIPOTrainer:
         """
         if len(self.adv_index) == 0:
             return {k: None for k in ADVANTAGE_KEYS}
+        if self._advantage_at is not None and self._advantage_at[0] == self.step:
+            return dict(self._advantage_at[1])  # the critic phase's last row, renewal 0 and the summary
+        # can all ask at one step, where net and critic are the same
         rows = self.mc_rows[torch.as_tensor(self.adv_index)]
         m = self.cfg.support_size
         samples = distributed.split_rows(
@@ -391,9 +395,11 @@ class QIPOTrainer:
         )
         q_samples = self.score(self.s[rows], samples)
         q_data = self.critic.q.q_min(self.s[rows], self.a[rows])
-        return advantage_vs_returns(
+        out = advantage_vs_returns(
             q_data.cpu().numpy(), q_samples.cpu().numpy(), self.mc_returns[self.adv_index]
         )
+        self._advantage_at = (self.step, out)
+        return dict(out)
 
     def summary(self) -> dict[str, Any]:
         """What a user reads before any rollout: the critic's checks (within states: against the current
@@ -580,6 +586,7 @@ class QIPOTrainer:
         return run_dir / CHECKPOINT
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._advantage_at = None  # computed for the weights being replaced
         if state["dataset_sha256"] != self.dataset.fingerprint():
             raise ValueError(
                 "checkpoint was trained on a different dataset (sha256 differs); pass the same data"
