@@ -148,3 +148,22 @@ def test_checks_and_markdown_report_failures_honestly() -> None:
 def test_bench_config_rejects_bad_betas() -> None:
     with pytest.raises(ValueError, match="positive"):
         BenchConfig(betas=(0.0,))
+    with pytest.raises(ValueError, match="include efm"):
+        BenchConfig(methods=("cfm",))
+    with pytest.raises(ValueError, match="come from"):
+        BenchConfig(methods=("efm", "gan"))
+
+
+def test_efm_only_run_trains_one_net_per_beta_and_reports_only_its_claim(tmp_path: Path) -> None:
+    """`--methods efm` (a capacity probe) writes EFM rows alone; the table and checks follow."""
+    from training.toy.cli import toy_app
+
+    args = ["bench", "--out", str(tmp_path), "--quick", "--datasets", "moons", "--betas", "1"]
+    res = CliRunner().invoke(toy_app, [*args, "--methods", "efm", "--steps", "50", "--ot-steps", "5"])
+    assert res.exit_code == 0, res.output
+    records = json.loads((tmp_path / "toy.json").read_text())
+    assert [r["method"] for r in records] == ["efm"]
+    md = (tmp_path / "toy.md").read_text()
+    assert "| dataset | β | floor | EFM |\n" in md and "EFM within 2× of the floor: " in md
+    assert "unguided p" not in md and "5 Euler steps" in md
+    assert "efm_within_2x_floor: " in res.output and "efm_beats_p" not in res.output

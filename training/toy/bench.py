@@ -33,6 +33,7 @@ METHOD_LABELS = {
     "cfm": "unguided p",
     "cfg": "CFG-style",
 }
+COLUMN_LABELS = {"efm": "EFM", "ed": "ED", "cfg": "CFG-style", "cfm": "unguided p"}
 Record = dict[str, Any]
 
 
@@ -44,6 +45,7 @@ class BenchConfig:
     train_size: int = 1_000_000  # the offline "dataset" of p each model trains on (QGPO's size)
     projections: int = 512  # sliced Wasserstein directions (fixed, seeded)
     seed: int = 0
+    methods: tuple[str, ...] = METHODS  # a subset trains fewer nets (e.g. `efm` alone for a capacity probe)
     train: ToyTrainConfig = field(default_factory=ToyTrainConfig)
 
     @classmethod
@@ -57,6 +59,11 @@ class BenchConfig:
             get_dataset(name)  # raises with the list of valid names
         if not self.betas or any(b <= 0 for b in self.betas):
             raise ValueError(f"betas must be positive, got {self.betas}")
+        unknown = set(self.methods) - set(METHODS)
+        if unknown or "efm" not in self.methods:
+            raise ValueError(
+                f"methods must include efm and come from {', '.join(METHODS)}, got {self.methods}"
+            )
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -81,7 +88,14 @@ def run_bench(
     cpu0, wall0 = time.process_time(), time.perf_counter()
     n, tc = config.n_eval, config.train
     fig_beta = max(config.betas)
-    bar = tqdm(total=len(config.datasets) * (1 + 2 * len(config.betas)), unit="model", disable=not progress)
+    methods = config.methods
+    guided = "cfm" in methods or "cfg" in methods  # both come from the one CFG pair
+    per_beta = 1 + ("ed" in methods)
+    bar = tqdm(
+        total=len(config.datasets) * (guided + per_beta * len(config.betas)),
+        unit="model",
+        disable=not progress,
+    )
     records: list[Record] = []
     resampling: dict[str, dict[str, Any]] = {}
     figure: dict[str, dict[str, np.ndarray]] = {}
@@ -106,8 +120,8 @@ def run_bench(
         rng = np.random.default_rng([config.seed, di])
         data, energy = ds.sample(config.train_size, rng)
         base_seed = 10_000 * config.seed + 100 * di
-        cfg_model = fit(name, data, energy, "ot", 1.0, "cfg", base_seed)
-        p_samples = sample_toy_model(cfg_model, n, tc.ot_steps, base_seed + 1)
+        cfg_model = fit(name, data, energy, "ot", 1.0, "cfg", base_seed) if guided else None
+        p_samples = sample_toy_model(cfg_model, n, tc.ot_steps, base_seed + 1) if cfg_model else None
         for bi, beta in enumerate(config.betas):
             q, report = sample_tilted(ds, beta, 2 * n, rng)
             ref, other = q[:n], q[n:]
@@ -117,14 +131,14 @@ def run_bench(
             mmd_floor = mmd(other, ref, yy=kyy)
             seed = base_seed + 10 * (bi + 1)
             efm = fit(name, data, energy, "ot", beta, "efm", seed)
-            ed = fit(name, data, energy, "vp", beta, "efm", seed + 1)
-            samples = {
-                "efm": sample_toy_model(efm, n, tc.ot_steps, seed + 2),
-                "ed": sample_toy_model(ed, n, tc.vp_steps, seed + 3),
-                "cfm": p_samples,
-                "cfg": sample_toy_model(cfg_model, n, tc.ot_steps, seed + 4, guidance=beta),
-            }
-            for method in METHODS:
+            samples = {"efm": sample_toy_model(efm, n, tc.ot_steps, seed + 2)}
+            if "ed" in methods:
+                ed = fit(name, data, energy, "vp", beta, "efm", seed + 1)
+                samples["ed"] = sample_toy_model(ed, n, tc.vp_steps, seed + 3)
+            if cfg_model is not None and p_samples is not None:
+                samples["cfm"] = p_samples
+                samples["cfg"] = sample_toy_model(cfg_model, n, tc.ot_steps, seed + 4, guidance=beta)
+            for method in (m for m in METHODS if m in samples):
                 records.append(
                     {
                         "dataset": name,
@@ -137,11 +151,9 @@ def run_bench(
                     }
                 )
             if beta == fig_beta:
+                columns = {"exact q": "", "EFM": "efm", "ED": "ed", "CFG-style": "cfg"}
                 figure[name] = {
-                    "exact q": ref,
-                    "EFM": samples["efm"],
-                    "ED": samples["ed"],
-                    "CFG-style": samples["cfg"],
+                    col: samples[m] if m else ref for col, m in columns.items() if not m or m in samples
                 }
         if on_dataset is not None:
             on_dataset(BenchResult(records, _meta(config, resampling, cpu0, wall0), fig_beta, figure))
@@ -193,6 +205,8 @@ def checks(records: list[Record]) -> dict[str, list[str]]:
         e = idx[(name, beta, "efm")]
         tag = f"{name} β={beta:g}"
         (out if e["swd"] <= 2 * e["swd_floor"] else failures)["efm_within_2x_floor"].append(tag)
+        if (name, beta, "cfm") not in idx:  # an EFM-only run: nothing to compare with
+            continue
         (out if e["swd"] < idx[(name, beta, "cfm")]["swd"] else failures)["efm_beats_p"].append(tag)
         if beta == max_beta:
             (out if e["swd"] < idx[(name, beta, "cfg")]["swd"] else failures)[
@@ -217,17 +231,18 @@ def markdown(records: list[Record], meta: dict[str, Any]) -> str:
         ("swd", "Sliced Wasserstein-1"),
         ("mmd", "MMD (√ biased MMD², Gaussian kernel h = 0.3)"),
     ):
+        shown = [m for m in ("efm", "ed", "cfg", "cfm") if any(r["method"] == m for r in records)]
         lines += [
             f"## {title}",
             "",
-            "| dataset | β | floor | EFM | ED | CFG-style | unguided p |",
-            "|---|---|---|---|---|---|---|",
+            "| dataset | β | floor | " + " | ".join(COLUMN_LABELS[m] for m in shown) + " |",
+            "|---|---|---" + "|---" * len(shown) + "|",
         ]
         for name, beta in keys:
             floor = idx[(name, beta, "efm")][f"{metric}_floor"]
             cells = [
                 f"{idx[(name, beta, m)][metric]:.3f} ({_ratio(idx[(name, beta, m)][metric], floor)})"
-                for m in ("efm", "ed", "cfg", "cfm")
+                for m in shown
             ]
             lines.append(f"| {name} | {beta:g} | {floor:.3f} | " + " | ".join(cells) + " |")
         lines.append("")
@@ -239,6 +254,8 @@ def markdown(records: list[Record], meta: dict[str, Any]) -> str:
         ("efm_beats_cfg_at_max_beta", "EFM closer to q than CFG-style at the largest β"),
     ):
         ok, bad = result[f"{claim}:pass"], result[f"{claim}:fail"]
+        if not ok and not bad:
+            continue
         lines.append(
             f"- {text}: {len(ok)}/{len(ok) + len(bad)}" + (f"; not on: {', '.join(bad)}" if bad else "")
         )
@@ -252,7 +269,7 @@ def markdown(records: list[Record], meta: dict[str, Any]) -> str:
         f"{meta['metrics']['mmd']}.",
         f"- Each model: VelocityNet (hidden {tc['hidden']}, {tc['blocks']} residual block(s)), "
         f"{tc['steps']:,} Adam steps at batch {tc['batch_size']:,}, lr {tc['lr']:g} cosine-decayed, "
-        f"on a fixed sample of {cfg['train_size']:,} points of p. "
+        f"on a fixed sample of {cfg['train_size']:,} points of p, on {tc.get('device', 'cpu')}. "
         f"EFM/CFG: {tc['ot_steps']} Euler steps; ED: {tc['vp_steps']} DPM-Solver-2 steps.",
         "- Exact q: importance resampling of a large p-sample; pool size and ESS per dataset and β in "
         "`toy.meta.json` (ESS ≥ 20× the draws, or the pool cap).",
@@ -271,7 +288,7 @@ def plot(result: BenchResult, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     names = list(result.figure_samples)
-    cols = ["exact q", "EFM", "ED", "CFG-style"]
+    cols = list(next(iter(result.figure_samples.values()), {}))
     fig, axes = plt.subplots(
         len(names), len(cols), figsize=(2.4 * len(cols), 2.4 * len(names)), squeeze=False
     )

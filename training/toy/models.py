@@ -38,6 +38,7 @@ class ToyTrainConfig:
     blocks: int = 1
     ot_steps: int = 50  # Euler steps on the OT path
     vp_steps: int = 25  # DPM-Solver-2 steps on the VP path (two network calls each)
+    device: str = "cpu"  # where the nets train and sample; draws stay on the CPU generator (same numbers)
 
     def as_dict(self) -> dict[str, float | int]:
         return asdict(self)
@@ -54,7 +55,7 @@ class GuidedVelocity(nn.Module):
 
     def forward(self, x: Tensor, t: Tensor, s: Tensor) -> Tensor:
         n = x.shape[0]
-        labels = torch.cat([torch.zeros(n, 1), torch.ones(n, 1)])
+        labels = torch.cat([x.new_zeros(n, 1), x.new_ones(n, 1)])
         out = self.net(torch.cat([x, x]), t, labels)
         v0, v1 = out[:n], out[n:]
         return v0 + self.scale * (v1 - v0)
@@ -89,31 +90,32 @@ def train_toy_model(
     uniformly (the unconditional p): the standard condition-dropout recipe with p_drop = ½."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    net = VelocityNet(obs_dim=1, act_dim=2, hidden=config.hidden, blocks=config.blocks)
+    dev = torch.device(config.device)
+    net = VelocityNet(obs_dim=1, act_dim=2, hidden=config.hidden, blocks=config.blocks).to(dev)
     params = list(net.parameters())
     opt = optim.adam(params, config.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda k: 0.5 * (1 + math.cos(math.pi * min(k, config.steps) / config.steps))
     )
-    xs = torch.as_tensor(data, dtype=torch.float32)
-    es = torch.as_tensor(energy, dtype=torch.float32)
+    xs = torch.as_tensor(data, dtype=torch.float32).to(dev)
+    es = torch.as_tensor(energy, dtype=torch.float32).to(dev)
     b = config.batch_size
     for step in range(config.steps):
-        idx = torch.randint(0, xs.shape[0], (b,), generator=gen)
+        idx = torch.randint(0, xs.shape[0], (b,), generator=gen).to(dev)
         x1, e = xs[idx], es[idx]
-        x0 = torch.randn(b, 2, generator=gen)
-        t = path.sample_t(b, gen)
+        x0 = torch.randn(b, 2, generator=gen).to(dev)
+        t = path.sample_t(b, gen).to(dev)
         xt, target = path.interpolate(x0, x1, t)
         weights: Tensor | None
         if mode == "cfg":
-            label = (torch.rand(b, generator=gen) < 0.5).float()
+            label = (torch.rand(b, generator=gen) < 0.5).float().to(dev)
             good = label.bool()
-            w = torch.empty(b)
+            w = torch.empty(b, device=dev)
             w[good] = energy_weights(e[good], 1.0)
             w[~good] = 1.0 / max(int((~good).sum()), 1)
             cond, weights = label.unsqueeze(-1), w
         else:
-            cond = torch.zeros(b, 1)
+            cond = torch.zeros(b, 1, device=dev)
             weights = energy_weights(e, beta) if beta != 0 else None
         loss = weighted_matching_loss(net(xt, t, cond), target, weights)
         optim.step(opt, loss, params, None)
@@ -128,8 +130,9 @@ def sample_toy_model(
     model: ToyModel, n: int, steps: int, seed: int, guidance: float | None = None
 ) -> np.ndarray:
     """n samples by the path's solver from seeded noise; `guidance` w mixes the CFG pair (else label 0)."""
-    noise = torch.randn(n, 2, generator=torch.Generator().manual_seed(seed))
+    dev = next(model.net.parameters()).device
+    noise = torch.randn(n, 2, generator=torch.Generator().manual_seed(seed)).to(dev)
     # GuidedVelocity has VelocityNet's call signature; `integrate` only calls it.
     net = model.net if guidance is None else cast(VelocityNet, GuidedVelocity(model.net, guidance))
-    x = integrate(net, model.path, torch.zeros(n, 1), noise, steps)
-    return x.numpy().astype(np.float64)
+    x = integrate(net, model.path, torch.zeros(n, 1, device=dev), noise, steps)
+    return x.cpu().numpy().astype(np.float64)
