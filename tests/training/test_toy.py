@@ -167,3 +167,15 @@ def test_efm_only_run_trains_one_net_per_beta_and_reports_only_its_claim(tmp_pat
     assert "| dataset | β | floor | EFM |\n" in md and "EFM within 2× of the floor: " in md
     assert "unguided p" not in md and "5 Euler steps" in md
     assert "efm_within_2x_floor: " in res.output and "efm_beats_p" not in res.output
+
+
+def test_a_dataset_subset_reproduces_the_full_runs_rows() -> None:
+    """Seeds follow the dataset's place in the full list, so `--datasets X` rows equal the full bench's."""
+    from training.toy.bench import run_bench
+    from training.toy.models import ToyTrainConfig
+
+    small = ToyTrainConfig(steps=20, batch_size=128, ot_steps=4)
+    base = {"betas": (3.0,), "methods": ("efm",), "n_eval": 300, "train_size": 5000, "projections": 32}
+    both = run_bench(BenchConfig(datasets=("8gaussians", "moons"), train=small, **base), progress=False)
+    alone = run_bench(BenchConfig(datasets=("moons",), train=small, **base), progress=False)
+    assert [r for r in both.records if r["dataset"] == "moons"] == alone.records
