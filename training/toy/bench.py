@@ -27,13 +27,7 @@ from training.toy.metrics import kernel_mean, mmd, sliced_wasserstein
 from training.toy.models import Mode, ToyModel, ToyTrainConfig, make_path, sample_toy_model, train_toy_model
 
 METHODS = ("efm", "ed", "cfm", "cfg")
-METHOD_LABELS = {
-    "efm": "EFM (OT)",
-    "ed": "energy-weighted diffusion (VP)",
-    "cfm": "unguided p",
-    "cfg": "CFG-style",
-}
-COLUMN_LABELS = {"efm": "EFM", "ed": "ED", "cfg": "CFG-style", "cfm": "unguided p"}
+METHOD_LABELS = {"efm": "EFM", "ed": "ED", "cfg": "CFG-style", "cfm": "unguided p"}  # table, figure
 Record = dict[str, Any]
 
 
@@ -154,10 +148,8 @@ def run_bench(
                     }
                 )
             if beta == fig_beta:
-                columns = {"exact q": "", "EFM": "efm", "ED": "ed", "CFG-style": "cfg"}
-                figure[name] = {
-                    col: samples[m] if m else ref for col, m in columns.items() if not m or m in samples
-                }
+                shown = [m for m in ("efm", "ed", "cfg") if m in samples]
+                figure[name] = {"exact q": ref} | {METHOD_LABELS[m]: samples[m] for m in shown}
         if on_dataset is not None:
             on_dataset(BenchResult(records, _meta(config, resampling, cpu0, wall0), fig_beta, figure))
     bar.close()
@@ -238,7 +230,7 @@ def markdown(records: list[Record], meta: dict[str, Any]) -> str:
         lines += [
             f"## {title}",
             "",
-            "| dataset | β | floor | " + " | ".join(COLUMN_LABELS[m] for m in shown) + " |",
+            "| dataset | β | floor | " + " | ".join(METHOD_LABELS[m] for m in shown) + " |",
             "|---|---|---" + "|---" * len(shown) + "|",
         ]
         for name, beta in keys:

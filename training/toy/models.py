@@ -40,7 +40,7 @@ class ToyTrainConfig:
     vp_steps: int = 25  # DPM-Solver-2 steps on the VP path (two network calls each)
     device: str = "cpu"  # where the nets train and sample; draws stay on the CPU generator (same numbers)
 
-    def as_dict(self) -> dict[str, float | int]:
+    def as_dict(self) -> dict[str, float | int | str]:
         return asdict(self)
 
 
