@@ -111,7 +111,8 @@ def synthetic_record(
         "eval_seeds": list(range(10)),
         "episodes": 10,
         "machine": "test box",
-        "command": "python scripts/bench_grid.py run --envs hopper",
+        "command": f"python scripts/bench_grid.py run --envs {env} --datasets {dataset} --algos {algo} "
+        f"--seeds {seed} --evals 3",
     } | ({"schedule": {"k1": 10_000, "k2": 10_000, "k3": 6_000}} if algo in ("bc", "qipo-ot") else {})
 
 
@@ -144,6 +145,10 @@ def test_summary_means_bold_best_and_missing_cells(tmp_path: Path) -> None:
     assert s["per_algo"]["qipo-ot"]["normalized_d4rl_style_common_cells"] == 65.0  # only hopper/medium
     assert s["per_algo"]["iql"]["cells"] == 1 and s["common_cells"] == ["hopper/medium"]
     assert s["budget"] == {"bc": [10_000], "qipo-ot": [26_000], "iql": [26_000]}
+    # seven runs, one way of running them: one line, its cell named by placeholders
+    assert s["commands"] == [
+        "python scripts/bench_grid.py run --envs ENV --datasets DATASET --algos ALGO --seeds SEED --evals 3"
+    ]
 
     md = markdown(s, "python scripts/bench_grid.py summarise")
     table = md.split("## Normalised score, D4RL-style")[1].split("## ")[0]
@@ -155,6 +160,12 @@ def test_summary_means_bold_best_and_missing_cells(tmp_path: Path) -> None:
     assert "mean over the 1 cells every algorithm has" in table
     own = md.split("## Normalised score, own")[1]
     assert "| halfcheetah / medium | – | – | – |" in own  # no own refs: a missing score, not a zero
+    # QIPO against its own BC: only seeds that have both, paired
+    assert [(p["dataset"], p["seeds"], p["gain_d4rl_style"]) for p in s["paired"]] == [
+        ("medium", [0], [20.0]),
+        ("medium-expert", [0], [-5.0]),
+    ]
+    assert "| hopper / medium-expert | 900 vs 950 | -5.0 | 0/1 | 0/1 |" in md
     assert "26,000" in md and "K1 10,000 + K2 10,000 + K3 6,000" in md and "test box" in md
 
     runs = tmp_path / "runs"

@@ -8,6 +8,7 @@ algorithm's mean over the cells that every algorithm has, the only fair comparis
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ ALGO_LABELS = {
     "td3bc": "TD3+BC (d3rlpy)",
 }
 Stats = dict[str, float]
+CELL_FLAGS = {"--envs": "ENV", "--datasets": "DATASET", "--algos": "ALGO", "--seeds": "SEED"}
 
 
 def load_records(folder: Path) -> list[Record]:
@@ -97,10 +99,48 @@ def summarise(records: list[Record]) -> dict[str, Any]:
         "schedules": sorted({json.dumps(r["schedule"]) for r in records if "schedule" in r}),
         "episodes": sorted({r["episodes"] for r in records}),
         "machines": sorted({r["machine"] for r in records}),
-        "commands": sorted({r["command"] for r in records if r.get("command")}),
+        "commands": sorted({command_template(r["command"]) for r in records if r.get("command")}),
         "quick": any(r.get("quick") for r in records),
         "runs": len(records),
+        "paired": paired_gains(records),
     }
+
+
+def paired_gains(records: list[Record], algo: str = "qipo-ot", base: str = "bc") -> list[dict[str, Any]]:
+    """`algo` against `base` seed by seed, per env/dataset: both come from the same run (BC is QIPO's
+    warm-up), so the paired difference is the honest test of "better than its own warm start"."""
+    by_key = {(r["env"], r["dataset"], r["algo"], r["seed"]): r for r in records}
+    out = []
+    for env, dataset in sorted({(r["env"], r["dataset"]) for r in records}, key=lambda k: _order(*k)):
+        seeds = sorted(
+            seed
+            for (e, d, a, seed) in by_key
+            if (e, d, a) == (env, dataset, algo) and (e, d, base, seed) in by_key
+        )
+        if not seeds:
+            continue
+        pairs = [(by_key[env, dataset, algo, s], by_key[env, dataset, base, s]) for s in seeds]
+        gain = [a["normalized_d4rl_style"] - b["normalized_d4rl_style"] for a, b in pairs]
+        out.append(
+            {
+                "env": env,
+                "dataset": dataset,
+                "seeds": seeds,
+                "gain_d4rl_style": gain,
+                "final_returns": [[a["final_return"], b["final_return"]] for a, b in pairs],
+                "above_final": sum(a["final_return"] > b["final_return"] for a, b in pairs),
+                "above_last3": sum(a["last3_return"] > b["last3_return"] for a, b in pairs),
+            }
+        )
+    return out
+
+
+def command_template(command: str) -> str:
+    """A run's command with its cell named by placeholders, so a grid's runs collapse to one line each
+    way they were run (every record keeps its exact command)."""
+    for flag, name in CELL_FLAGS.items():
+        command = re.sub(rf"{flag} \S+", f"{flag} {name}", command)
+    return command
 
 
 def _grid_mean(rows: list[dict[str, Any]], algo: str, score: str) -> float | None:
@@ -177,10 +217,30 @@ def markdown(summary: dict[str, Any], command: str) -> str:
                 + " |"
             )
         lines.append("")
+    if summary["paired"]:
+        lines += [
+            f"## {ALGO_LABELS['qipo-ot']} against its own BC, seed by seed",
+            "",
+            "Both come from the same run (the BC is its warm-up), so each seed is a paired comparison.",
+            "",
+            "| env / dataset | final return, QIPO-OT vs BC, per seed | gain, D4RL-style (mean) "
+            "| seeds above BC: final | seeds above BC: last-3 |",
+            "|---|---|---:|---:|---:|",
+        ]
+        for p in summary["paired"]:
+            returns = " · ".join(f"{a:,.0f} vs {b:,.0f}" for a, b in p["final_returns"])
+            n = len(p["seeds"])
+            lines.append(
+                f"| {p['env']} / {p['dataset']} | {returns} | {np.mean(p['gain_d4rl_style']):+.1f} "
+                f"| {p['above_final']}/{n} | {p['above_last3']}/{n} |"
+            )
+        lines.append("")
     lines += [
         f"{summary['runs']} records. Machine: {'; '.join(summary['machines'])}.",
         "",
-        "Runs: " + "; ".join(f"`{c}`" for c in summary["commands"]) + f". Summary: `{command}`.",
+        "Runs (each record keeps its exact command): "
+        + "; ".join(f"`{c}`" for c in summary["commands"])
+        + f". Summary: `{command}`.",
         "",
     ]
     return "\n".join(lines)
