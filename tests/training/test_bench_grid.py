@@ -272,3 +272,19 @@ def test_quick_peer_runs_use_the_same_budget_and_evaluation(tiny_hopper: Path, t
     assert iql["config"]["reward_scaler"]["params"]["multiplier"] == 1000.0
     assert iql["config"]["actor_optim_factory"]["params"]["lr_scheduler_factory"]["params"]["T_max"] == 20
     assert td3bc["config"]["alpha"] == 2.5 and td3bc["config"]["class"] == "TD3PlusBCConfig"
+
+
+def test_grid_mean_standard_error_uses_the_sample_variance_of_each_cell() -> None:
+    records = [
+        synthetic_record("qipo-ot", "hopper", "medium", 0, 60.0, 50.0),
+        synthetic_record("qipo-ot", "hopper", "medium", 1, 70.0, 50.0),
+        synthetic_record("qipo-ot", "hopper", "medium-expert", 0, 90.0, 50.0),
+        synthetic_record("qipo-ot", "hopper", "medium-expert", 1, 100.0, 50.0),
+        synthetic_record("iql", "hopper", "medium", 0, 66.0, 50.0),  # one seed: no error bar
+    ]
+    s = summarise(records)
+    # each cell: sample variance 50 over 2 seeds -> 25 per cell mean; two cells -> sqrt(50) / 2
+    assert s["per_algo"]["qipo-ot"]["normalized_d4rl_style_se"] == pytest.approx(np.sqrt(50) / 2)
+    assert s["per_algo"]["qipo-ot"]["normalized_own_se"] == 0.0
+    assert s["per_algo"]["iql"]["normalized_d4rl_style_se"] is None
+    assert "| standard error of that mean, over seeds | ± 3.5 | – |" in markdown(s, "cmd")

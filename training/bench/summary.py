@@ -90,6 +90,7 @@ def summarise(records: list[Record]) -> dict[str, Any]:
         for score in SCORES:
             per_algo[algo][score] = _grid_mean(rows, algo, score)
             per_algo[algo][f"{score}_common_cells"] = _grid_mean(common, algo, score)
+            per_algo[algo][f"{score}_se"] = _grid_mean_se(rows, algo, score)
     return {
         "algos": algos,
         "rows": rows,
@@ -141,6 +142,17 @@ def command_template(command: str) -> str:
     for flag, name in CELL_FLAGS.items():
         command = re.sub(rf"{flag} \S+", f"{flag} {name}", command)
     return command
+
+
+def _grid_mean_se(rows: list[dict[str, Any]], algo: str, score: str) -> float | None:
+    """Standard error of the grid mean over training seeds (cells independent): says whether a gap between
+    two algorithms' grid means is larger than seed noise. None unless every cell has two or more seeds."""
+    cells = [(row["cells"].get(algo) or {}).get(score) for row in rows]
+    if not cells or any(c is None or c["n"] < 2 for c in cells):
+        return None
+    # the cells hold the population std; the standard error wants the sample variance
+    var = sum(c["std"] ** 2 * c["n"] / (c["n"] - 1) / c["n"] for c in cells)
+    return float(np.sqrt(var) / len(cells))
 
 
 def _grid_mean(rows: list[dict[str, Any]], algo: str, score: str) -> float | None:
@@ -209,6 +221,13 @@ def markdown(summary: dict[str, Any], command: str) -> str:
             + " | ".join("–" if g is None else (f"**{g:.1f}**" if g == top else f"{g:.1f}") for g in grid)
             + " |"
         )
+        errors = [summary["per_algo"][a].get(f"{score}_se") for a in algos]
+        if any(e is not None for e in errors):
+            lines.append(
+                "| standard error of that mean, over seeds | "
+                + " | ".join("–" if e is None else f"± {e:.1f}" for e in errors)
+                + " |"
+            )
         common = [summary["per_algo"][a][f"{score}_common_cells"] for a in algos]
         if summary["common_cells"] and len(summary["common_cells"]) < len(summary["rows"]):
             lines.append(
