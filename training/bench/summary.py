@@ -147,8 +147,9 @@ def command_template(command: str) -> str:
 def _grid_mean_se(rows: list[dict[str, Any]], algo: str, score: str) -> float | None:
     """Standard error of the grid mean over training seeds (cells independent): says whether a gap between
     two algorithms' grid means is larger than seed noise. None unless every cell has two or more seeds."""
-    cells = [(row["cells"].get(algo) or {}).get(score) for row in rows]
-    if not cells or any(c is None or c["n"] < 2 for c in cells):
+    found = [(row["cells"].get(algo) or {}).get(score) for row in rows]
+    cells: list[Stats] = [c for c in found if c is not None and c["n"] >= 2]
+    if not cells or len(cells) < len(found):
         return None
     # the cells hold the population std; the standard error wants the sample variance
     var = sum(c["std"] ** 2 * c["n"] / (c["n"] - 1) / c["n"] for c in cells)
