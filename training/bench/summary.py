@@ -194,7 +194,9 @@ def markdown(summary: dict[str, Any], command: str) -> str:
         )
         + ". IQL: expectile 0.7, weight_temp 3.0, rewards × 1000/return spread, cosine actor schedule; "
         "TD3+BC: alpha 2.5; both with standardised observations (d3rlpy 2.8.1's locomotion settings). "
-        "Last-3 scores and learning curves are in the JSON beside this file.",
+        "Last-3 scores and learning curves are in the JSON beside this file; the last three evaluations "
+        "fall at different steps per algorithm (QIPO's inside K3, the peers' spread over training), so "
+        "compare algorithms on final scores and use last-3 only within a run.",
         "",
     ]
     if summary["quick"]:
