@@ -63,12 +63,17 @@ def _order(env: str, dataset: str) -> tuple[int, int, str, str]:
     )
 
 
+def _datasets(records: list[Record]) -> list[tuple[str, str]]:
+    """The (env, dataset) pairs present, in table order: known envs and kinds first, as listed."""
+    return sorted({(r["env"], r["dataset"]) for r in records}, key=lambda k: _order(*k))
+
+
 def summarise(records: list[Record]) -> dict[str, Any]:
     """Cells, the best algorithm per row and score, per-algorithm grid means, the budgets and machines."""
     present = {r["algo"] for r in records}
     algos = [a for a in RECORD_ALGOS if a in present] + sorted(present - set(RECORD_ALGOS))
     rows = []
-    for env, dataset in sorted({(r["env"], r["dataset"]) for r in records}, key=lambda k: _order(*k)):
+    for env, dataset in _datasets(records):
         mine = [r for r in records if r["env"] == env and r["dataset"] == dataset]
         cells: dict[str, dict[str, Any]] = {}
         for algo in algos:
@@ -112,12 +117,9 @@ def paired_gains(records: list[Record], algo: str = "qipo-ot", base: str = "bc")
     warm-up), so the paired difference is the honest test of "better than its own warm start"."""
     by_key = {(r["env"], r["dataset"], r["algo"], r["seed"]): r for r in records}
     out = []
-    for env, dataset in sorted({(r["env"], r["dataset"]) for r in records}, key=lambda k: _order(*k)):
-        seeds = sorted(
-            seed
-            for (e, d, a, seed) in by_key
-            if (e, d, a) == (env, dataset, algo) and (e, d, base, seed) in by_key
-        )
+    for env, dataset in _datasets(records):
+        seeds = sorted(s for (e, d, a, s) in by_key if (e, d, a) == (env, dataset, algo))
+        seeds = [s for s in seeds if (env, dataset, base, s) in by_key]
         if not seeds:
             continue
         pairs = [(by_key[env, dataset, algo, s], by_key[env, dataset, base, s]) for s in seeds]
@@ -151,8 +153,9 @@ def _grid_mean_se(rows: list[dict[str, Any]], algo: str, score: str) -> float | 
     cells: list[Stats] = [c for c in found if c is not None and c["n"] >= 2]
     if not cells or len(cells) < len(found):
         return None
-    # the cells hold the population std; the standard error wants the sample variance
-    var = sum(c["std"] ** 2 * c["n"] / (c["n"] - 1) / c["n"] for c in cells)
+    # a cell's mean has variance s²/n with s² the sample variance; the cells hold the population std σ,
+    # and s²/n = σ²·n/(n−1)/n = σ²/(n−1)
+    var = sum(c["std"] ** 2 / (c["n"] - 1) for c in cells)
     return float(np.sqrt(var) / len(cells))
 
 
