@@ -3,7 +3,8 @@
 Training the behaviour model and the critic is most of a QIPO run's cost, and the improvement phase is where
 the policy is won or lost. This script trains K1 + K2 once into `--base` (resumable), then runs the K3 phase
 of one variant (`--set` JSON merged into the config, e.g. '{"beta": 0, "temperature": "raw"}') and evaluates
-both selections along the way. One JSON per variant under `--out`; a variant already recorded is skipped.
+one sample per state (at each `--noise-scales`) and best-of-N along the way. One JSON per env, dataset and
+variant under `--out`; a variant already recorded is skipped.
 
     python scripts/probe_improvement.py --data data/hopper/medium-v0 --base build/probe/hopper-medium \
         --name uniform --set '{"temperature": "raw", "beta": 0}' --out docs/bench/rl-probes
@@ -36,10 +37,15 @@ def main() -> None:
     p.add_argument("--evals", default="0,1000,2000,4000", help="improvement steps to evaluate at")
     p.add_argument("--episodes", type=int, default=10)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--noise-scales",
+        default="1",
+        help="source-noise scales to act with, one sample per state (1: the policy; 0: noise-free)",
+    )
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    record = args.out / f"{args.data.name}__{args.name}.json"
+    record = args.out / f"{args.data.parent.name}__{args.data.name}__{args.name}.json"  # env__dataset__name
     if record.exists():
         print(f"skip {args.name}: {record} exists")
         return
@@ -60,13 +66,17 @@ def main() -> None:
         raise SystemExit(f"{args.base} is at step {trainer.step}, not {start}: --base-set must match it")
     ev = Evaluator(data, args.episodes, EVAL_SEED_BASE)
     at = sorted(int(x) for x in args.evals.split(","))
+    scales = [float(x) for x in args.noise_scales.split(",")]
     curve: list[dict[str, Any]] = []
 
     def evaluate(step: int) -> None:
         point: dict[str, Any] = {"improve_step": step}
-        for selection in ("sample", "best-of-n"):
-            pol = trainer.policy(selection)  # type: ignore[arg-type]
-            point[selection] = ev(step, pol.act_numpy, noise_dim=pol.noise_dim)["return"]
+        for scale in scales:
+            pol = trainer.policy("sample", noise_scale=scale)
+            key = "sample" if scale == 1 else f"sample@{scale:g}"
+            point[key] = ev(step, pol.act_numpy)["return"]
+        bon = trainer.policy("best-of-n")
+        point["best-of-n"] = ev(step, bon.act_numpy, noise_dim=bon.noise_dim)["return"]
         curve.append(point)
         print(json.dumps({"name": args.name, **point, **(trainer.renewal_log[-1:] or [{}])[0]}), flush=True)
 

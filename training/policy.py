@@ -116,26 +116,38 @@ def integrate(
 
 
 class FlowPolicy(nn.Module):
-    """state [B, S] (raw), noise [B, A] → action [B, A] (env units, within bounds)."""
+    """state [B, S] (raw), noise [B, A] → action [B, A] (env units, within bounds).
+
+    `noise_scale` multiplies the source noise inside the graph: 1 samples the policy, 0 takes the action
+    its flow carries the noise mean to (the deterministic action, as the peers act with their mean).
+    """
 
     net: VelocityNet
     normalizer: Normalizer
 
     candidates = 1  # noise rows per state: the noise input is [B, candidates·A]
 
-    def __init__(self, net: VelocityNet, normalizer: Normalizer, path: ProbabilityPath, steps: int) -> None:
+    def __init__(
+        self,
+        net: VelocityNet,
+        normalizer: Normalizer,
+        path: ProbabilityPath,
+        steps: int,
+        noise_scale: float = 1.0,
+    ) -> None:
         super().__init__()
         self.net = net
         self.normalizer = normalizer
         self.path = path
         self.steps = steps
+        self.noise_scale = noise_scale
 
     @property
     def noise_dim(self) -> int:
         return self.candidates * self.normalizer.act_dim
 
     def forward(self, state: Tensor, noise: Tensor) -> Tensor:
-        x = integrate(self.net, self.path, self.normalizer.state(state), noise, self.steps)
+        x = integrate(self.net, self.path, self.normalizer.state(state), self.noise_scale * noise, self.steps)
         return self.normalizer.action_from_unit(x)
 
     @torch.inference_mode()

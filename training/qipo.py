@@ -233,16 +233,20 @@ class QIPOTrainer:
         return torch.optim.lr_scheduler.LambdaLR(self.opt, fn)
 
     # ----- policy -----------------------------------------------------------------------------------
-    def policy(self, selection: Literal["sample", "best-of-n"] | None = None) -> FlowPolicy:
+    def policy(
+        self, selection: Literal["sample", "best-of-n"] | None = None, noise_scale: float | None = None
+    ) -> FlowPolicy:
         """The exported module: one sample per state, or best-of-N by the critic's Q (default: the
-        config's `action_selection`)."""
+        config's `action_selection`); one sample is drawn at `noise_scale` (default: the config's
+        `action_noise`)."""
         if (selection or self.cfg.action_selection) == "best-of-n":
             if self.cfg.algo == "bc":
                 raise ValueError("best-of-n ranks candidates by the critic, and algo bc trains none")
             return BestOfNPolicy(
                 self.net, self.normalizer, self.path, self.cfg.steps, self.critic.q, self.cfg.best_of_n
             ).eval()
-        return FlowPolicy(self.net, self.normalizer, self.path, self.cfg.steps).eval()
+        scale = self.cfg.action_noise if noise_scale is None else noise_scale
+        return FlowPolicy(self.net, self.normalizer, self.path, self.cfg.steps, scale).eval()
 
     @torch.inference_mode()
     def sample_unit_actions(
@@ -676,7 +680,7 @@ def policy_from_checkpoint(path: Path) -> tuple[FlowPolicy, QIPOConfig, dict[str
         q = TwinQ(obs_dim, act_dim, n.critic_hidden, n.critic_layers)
         q.load_state_dict(state["critic"]["q"])
         return BestOfNPolicy(net, normalizer, path_, cfg.steps, q, cfg.best_of_n).eval(), cfg, state
-    return FlowPolicy(net, normalizer, path_, cfg.steps).eval(), cfg, state
+    return FlowPolicy(net, normalizer, path_, cfg.steps, cfg.action_noise).eval(), cfg, state
 
 
 def seed_everything(seed: int) -> None:

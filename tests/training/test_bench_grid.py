@@ -228,19 +228,29 @@ def check_record(rec: dict[str, Any], algo: str, steps: int) -> None:
     assert rec["normalized_d4rl_style"] is not None and np.isfinite(rec["final_return"])
 
 
+@pytest.mark.parametrize("action_noise", [1.0, 0.5])
 def test_quick_qipo_run_writes_bc_and_qipo_records_and_resumes(
-    tiny_hopper: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny_hopper: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], action_noise: float
 ) -> None:
     from training.qipo import QIPOTrainer
 
     script = load_script()
     argv = ["run", "--quick", "--data", str(tiny_hopper), "--envs", "hopper", "--datasets", "medium"]
     argv += ["--algos", "qipo-ot", "--seeds", "0", "--out", str(tmp_path / "runs")]
-    argv += ["--set", json.dumps({"support_size": 4, "critic_support": 4, "network": {"hidden": 32}})]
+    small = {"support_size": 4, "critic_support": 4, "network": {"hidden": 32}, "action_noise": action_noise}
+    argv += ["--set", json.dumps(small)]
     assert script.main(argv) == 0
     records = {r["algo"]: r for r in load_records(tmp_path / "runs")}
     has_bon = "selection" in inspect.signature(QIPOTrainer.policy).parameters
-    assert set(records) == {"bc", "qipo-ot"} | ({"qipo-ot-bon"} if has_bon else set())
+    scaled = action_noise != 1  # the grid then also evaluates the same policies at full noise
+    expected = {"bc", "qipo-ot"} | ({"qipo-ot-bon"} if has_bon else set())
+    assert set(records) == expected | ({"bc-noise1", "qipo-ot-noise1"} if scaled else set())
+    for algo in ("bc", "qipo-ot"):
+        assert records[algo]["action_noise"] == action_noise
+        if scaled:
+            full = records[f"{algo}-noise1"]
+            assert full["action_noise"] == 1.0 and full["steps"] == records[algo]["steps"]
+            assert [p["step"] for p in full["curve"]] == [p["step"] for p in records[algo]["curve"]]
     qipo = records["qipo-ot"]
     k = qipo["schedule"]
     assert k["k1"] + k["k2"] + k["k3"] == 60 and qipo["config"]["support_size"] == 4

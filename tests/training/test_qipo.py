@@ -194,3 +194,37 @@ def test_best_of_n_picks_the_highest_q_candidate_and_exports(
     served = OnnxPolicy.load(tmp_path / "art")
     served.warmup(1)
     assert served.noise_dim == 4 and np.abs(served.act(state, noise).actions - expected).max() <= 1e-5
+
+
+def test_action_noise_scales_the_source_noise_in_the_exported_graph(
+    pendulum_dataset_dir: Path, tmp_path: Path
+) -> None:
+    from training.export import export_artifact
+    from training.policy import FlowPolicy
+
+    trainer = make_trainer(pendulum_dataset_dir, action_noise=0.0)
+    trainer.fit(until=trainer.k1)
+    rng = np.random.default_rng(1)
+    state = rng.uniform([-1, -1, -8], [1, 1, 8], size=(9, 3)).astype(np.float32)
+    noise = rng.standard_normal((9, 1)).astype(np.float32)
+    full = FlowPolicy(trainer.net, trainer.normalizer, trainer.path, trainer.cfg.steps).eval()
+    half = trainer.policy(noise_scale=0.5)
+    assert np.allclose(half.act_numpy(state, noise), full.act_numpy(state, 0.5 * noise), atol=1e-6)
+    noise_free = trainer.policy()  # the config's action_noise = 0: every noise gives the same action
+    expected = full.act_numpy(state, np.zeros_like(noise))
+    assert np.allclose(noise_free.act_numpy(state, noise), expected, atol=1e-6)
+    assert not np.allclose(full.act_numpy(state, noise), expected, atol=1e-3)  # the noise matters at 1
+    export_artifact(
+        noise_free,
+        tmp_path / "art",
+        name="noise-free",
+        variant="qipo-ot",
+        training_config=trainer.cfg.model_dump(mode="json"),
+        dataset={},
+        scores={},
+    )
+    from service.runtime import OnnxPolicy
+
+    served = OnnxPolicy.load(tmp_path / "art")
+    served.warmup(1)
+    assert np.abs(served.act(state, noise).actions - expected).max() <= 1e-5

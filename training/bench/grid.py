@@ -3,8 +3,9 @@
 A `qipo-ot` run is one QIPOTrainer with the library defaults (plus `--set` overrides and `--steps`
 scaling). It yields three records: `bc` (its behaviour warm-up, evaluated during and at the end of K1),
 `qipo-ot` (one policy sample per state, evaluated during K3) and `qipo-ot-bon` (best-of-N by Q at the
-same steps). The d3rlpy peers train for the same total number of gradient steps (K1 + K2 + K3). Every
-evaluation uses `training.eval.evaluate` with the same episodes and env seeds for every algorithm.
+same steps); with an `action_noise` below 1 also `bc-noise1` and `qipo-ot-noise1`. The d3rlpy peers
+train for the same total number of gradient steps (K1 + K2 + K3). Every evaluation uses
+`training.eval.evaluate` with the same episodes and env seeds for every algorithm.
 
 A run whose record exists is skipped, so an interrupted grid resumes where it stopped, and separate
 processes with disjoint selections can fill one output folder.
@@ -36,7 +37,8 @@ from training.qipo import QIPOTrainer
 
 QIPO = "qipo-ot"
 ALGOS: tuple[str, ...] = (QIPO, *PEERS)  # what a run trains
-RECORD_ALGOS: tuple[str, ...] = ("bc", QIPO, "qipo-ot-bon", *PEERS)  # what records name, in table order
+FULL_NOISE = {"bc": "bc-noise1", QIPO: "qipo-ot-noise1"}  # one sample per state at action_noise 1
+RECORD_ALGOS: tuple[str, ...] = ("bc", QIPO, "qipo-ot-bon", *PEERS, *FULL_NOISE.values())  # table order
 DATASETS: tuple[str, ...] = ("medium", "medium-replay", "medium-expert")
 STEP_FIELDS = ("behavior_steps", "critic_steps", "improve_steps")  # K1, K2, K3: the budget `--steps` scales
 EVAL_SEED_BASE = 10_000  # env seeds of training seed s: 10_000 + 100·s + episode (as scripts/bench_rl.py)
@@ -209,7 +211,8 @@ def make_record(
 
 
 def run_qipo(spec: RunSpec, data: TransitionDataset, settings: GridSettings) -> list[Record]:
-    """One QIPO-OT run → the `bc`, `qipo-ot` and (when the trainer offers it) `qipo-ot-bon` records."""
+    """One QIPO-OT run → the `bc`, `qipo-ot` and (when the trainer offers it) `qipo-ot-bon` records, plus
+    `bc-noise1` and `qipo-ot-noise1` when the config acts at an `action_noise` below 1."""
     cfg = qipo_config(spec.seed, settings)
     trainer = QIPOTrainer(data, cfg, progress=False)
     ev = Evaluator(data, settings.episodes, EVAL_SEED_BASE + 100 * spec.seed)
@@ -218,13 +221,28 @@ def run_qipo(spec: RunSpec, data: TransitionDataset, settings: GridSettings) -> 
         set(eval_steps(0, k1, settings.evals)),
         set(eval_steps(k1 + k2, total, settings.evals)),
     )
-    curves: dict[str, list[Record]] = {"bc": [], QIPO: [], "qipo-ot-bon": []}
+    curves: dict[str, list[Record]] = {
+        "bc": [],
+        QIPO: [],
+        "qipo-ot-bon": [],
+        **{a: [] for a in FULL_NOISE.values()},
+    }
+    # One sample per state acts at the config's `action_noise`; when that is below 1, the same policies
+    # are also evaluated at full noise (a true sample), so the grid measures what the scale buys.
+    scales: dict[str, float | None] = {"bc": None, QIPO: None}  # None: the config's
+    if cfg.action_noise != 1:
+        scales |= {variant: 1.0 for variant in FULL_NOISE.values()}
+
+    def evaluate_samples(step: int, algos: tuple[str, ...]) -> None:
+        for algo, scale in scales.items():
+            if algo in algos:
+                curves[algo].append(ev(step, trainer.policy("sample", noise_scale=scale).act_numpy))
 
     def on_step(step: int) -> None:
         if step in warmup_at:
-            curves["bc"].append(ev(step, trainer.policy("sample").act_numpy))
+            evaluate_samples(step, ("bc", FULL_NOISE["bc"]))
         if step in improve_at:
-            curves[QIPO].append(ev(step, trainer.policy("sample").act_numpy))
+            evaluate_samples(step, (QIPO, FULL_NOISE[QIPO]))
             bon = trainer.policy("best-of-n")
             curves["qipo-ot-bon"].append(ev(step, bon.act_numpy, noise_dim=bon.noise_dim))
 
@@ -236,16 +254,18 @@ def run_qipo(spec: RunSpec, data: TransitionDataset, settings: GridSettings) -> 
     config = cfg.model_dump(mode="json")
     schedule = {"k1": k1, "k2": k2, "k3": trainer.k3}
     records = []
-    for algo, steps, seconds, selection in (
-        ("bc", k1, warmup_s, "sample"),
-        (QIPO, total, total_s, "sample"),
-        ("qipo-ot-bon", total, total_s, "best-of-n"),
+    for algo, steps, seconds, selection, noise in (
+        ("bc", k1, warmup_s, "sample", cfg.action_noise),
+        (QIPO, total, total_s, "sample", cfg.action_noise),
+        ("qipo-ot-bon", total, total_s, "best-of-n", 1.0),
+        (FULL_NOISE["bc"], k1, warmup_s, "sample", 1.0),
+        (FULL_NOISE[QIPO], total, total_s, "sample", 1.0),
     ):
-        if curves[algo]:  # empty only when its phase has no steps
+        if curves[algo]:  # empty only when its phase has no steps (or its scale is the default's)
             rec = make_record(spec, algo, steps, curves[algo], seconds, config, ev)
-            rec |= {"schedule": schedule, "selection": selection}
+            rec |= {"schedule": schedule, "selection": selection, "action_noise": noise}
             extra = {"renewal_s": trainer.renewal_s, "diagnostics": trainer.summary()}
-            records.append(rec if algo == "bc" else rec | extra)
+            records.append(rec if steps == k1 else rec | extra)
     return records
 
 
