@@ -166,6 +166,17 @@ def test_summary_means_bold_best_and_missing_cells(tmp_path: Path) -> None:
         ("medium-expert", [0], [-5.0]),
     ]
     assert "| hopper / medium-expert | 900 vs 950 | -5.0 | 0/1 | 0/1 |" in md
+    assert [(c["algo"], c["base"]) for c in s["comparisons"]] == [("qipo-ot", "bc")]  # only pairs present
+    noisy = [*records, synthetic_record("qipo-ot-noise1", "hopper", "medium", 1, 64.0, 50.0)]
+    s_noisy = summarise(noisy)
+    assert [(c["base"], [r["seeds"] for r in c["rows"]]) for c in s_noisy["comparisons"]] == [
+        ("bc", [[0], [0]]),
+        ("qipo-ot-noise1", [[1]]),
+    ]
+    md_noisy = markdown(s_noisy, "cmd")
+    assert "## QIPO-OT against QIPO-OT, full noise, seed by seed" in md_noisy
+    assert "| hopper / medium | 700 vs 640 | +6.0 | 1/1 | 1/1 |" in md_noisy
+    assert "source noise scaled by 1 (`action_noise`)" in md_noisy  # records without the field acted at 1
     assert "26,000" in md and "K1 10,000 + K2 10,000 + K3 6,000" in md and "test box" in md
 
     runs = tmp_path / "runs"

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from training.bench.grid import DATASETS, RECORD_ALGOS, Record
+from training.bench.grid import DATASETS, FULL_NOISE, RECORD_ALGOS, Record
 from training.data.mujoco import ENVS
 
 SCORES = {"normalized_d4rl_style": "D4RL-style", "normalized_own": "own"}
@@ -28,6 +28,25 @@ ALGO_LABELS = {
     "bc-noise1": "BC, full noise",
     "qipo-ot-noise1": "QIPO-OT, full noise",
 }
+# Seed-by-seed comparisons of records from the same run: (algo, base, what the pairing says).
+PAIRS: tuple[tuple[str, str, str], ...] = (
+    (
+        "qipo-ot",
+        "bc",
+        "Both come from the same run (the BC is its warm-up), so each seed is a paired comparison.",
+    ),
+    (
+        "qipo-ot",
+        "bc-noise1",
+        "The same runs, against the warm-up acting at full noise: the stronger BC on multimodal data, where "
+        "less noise lands between the modes.",
+    ),
+    (
+        "qipo-ot",
+        "qipo-ot-noise1",
+        "One policy acting at the default `action_noise` and at full noise: what the scale buys.",
+    ),
+)
 Stats = dict[str, float]
 CELL_FLAGS = {"--envs": "ENV", "--datasets": "DATASET", "--algos": "ALGO", "--seeds": "SEED"}
 
@@ -110,7 +129,15 @@ def summarise(records: list[Record]) -> dict[str, Any]:
         "commands": sorted({command_template(r["command"]) for r in records if r.get("command")}),
         "quick": any(r.get("quick") for r in records),
         "runs": len(records),
+        "action_noise": sorted(
+            {r.get("action_noise", 1.0) for r in records if r["algo"] in ("bc", "qipo-ot")}
+        ),
         "paired": paired_gains(records),
+        "comparisons": [
+            {"algo": algo, "base": base, "rows": rows}
+            for algo, base, _ in PAIRS
+            if (rows := paired_gains(records, algo, base))
+        ],
     }
 
 
@@ -138,6 +165,29 @@ def paired_gains(records: list[Record], algo: str = "qipo-ot", base: str = "bc")
             }
         )
     return out
+
+
+def paired_table(algo: str, base: str, rows: list[dict[str, Any]]) -> list[str]:
+    """Markdown of one `paired_gains` comparison."""
+    a, b = ALGO_LABELS.get(algo, algo), ALGO_LABELS.get(base, base)
+    note = next(text for x, y, text in PAIRS if (x, y) == (algo, base))
+    lines = [
+        f"## {a} against {b}, seed by seed",
+        "",
+        note,
+        "",
+        f"| env / dataset | final return, {a} vs {b}, per seed | gain, D4RL-style (mean) "
+        f"| seeds above: final | seeds above: last-3 |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for p in rows:
+        returns = " · ".join(f"{x:,.0f} vs {y:,.0f}" for x, y in p["final_returns"])
+        n = len(p["seeds"])
+        lines.append(
+            f"| {p['env']} / {p['dataset']} | {returns} | {np.mean(p['gain_d4rl_style']):+.1f} "
+            f"| {p['above_final']}/{n} | {p['above_last3']}/{n} |"
+        )
+    return [*lines, ""]
 
 
 def command_template(command: str) -> str:
@@ -197,6 +247,13 @@ def markdown(summary: dict[str, Any], command: str) -> str:
             if "qipo-ot-bon" in algos
             else ""
         )
+        + (
+            "; BC and QIPO-OT act with one policy sample per state from source noise scaled by "
+            + " / ".join(f"{x:g}" for x in summary["action_noise"])
+            + " (`action_noise`), the full-noise columns with the same policies at 1"
+            if set(FULL_NOISE.values()) & set(algos)
+            else ""
+        )
         + ". IQL: expectile 0.7, weight_temp 3.0, rewards × 1000/return spread, cosine actor schedule; "
         "TD3+BC: alpha 2.5; both with standardised observations (d3rlpy 2.8.1's locomotion settings). "
         "Last-3 scores and learning curves are in the JSON beside this file; the last three evaluations "
@@ -244,24 +301,8 @@ def markdown(summary: dict[str, Any], command: str) -> str:
                 + " |"
             )
         lines.append("")
-    if summary["paired"]:
-        lines += [
-            f"## {ALGO_LABELS['qipo-ot']} against its own BC, seed by seed",
-            "",
-            "Both come from the same run (the BC is its warm-up), so each seed is a paired comparison.",
-            "",
-            "| env / dataset | final return, QIPO-OT vs BC, per seed | gain, D4RL-style (mean) "
-            "| seeds above BC: final | seeds above BC: last-3 |",
-            "|---|---|---:|---:|---:|",
-        ]
-        for p in summary["paired"]:
-            returns = " · ".join(f"{a:,.0f} vs {b:,.0f}" for a, b in p["final_returns"])
-            n = len(p["seeds"])
-            lines.append(
-                f"| {p['env']} / {p['dataset']} | {returns} | {np.mean(p['gain_d4rl_style']):+.1f} "
-                f"| {p['above_final']}/{n} | {p['above_last3']}/{n} |"
-            )
-        lines.append("")
+    for comparison in summary.get("comparisons", []):
+        lines += paired_table(comparison["algo"], comparison["base"], comparison["rows"])
     lines += [
         f"{summary['runs']} records. Machine: {'; '.join(summary['machines'])}.",
         "",
