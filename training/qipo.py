@@ -662,7 +662,8 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 def policy_from_checkpoint(path: Path) -> tuple[FlowPolicy, QIPOConfig, dict[str, Any]]:
     """Rebuild the exported/evaluated policy from a checkpoint alone (no dataset needed)."""
     state = load_checkpoint(path)
-    cfg = QIPOConfig.model_validate(state["config"])
+    # a checkpoint from before `action_noise` existed acted, and was scored, at full noise
+    cfg = QIPOConfig.model_validate({"action_noise": 1.0} | state["config"])
     norm_state = state["normalizer"]
     normalizer = Normalizer(
         norm_state["obs_mean"].numpy(),
