@@ -265,7 +265,8 @@ def run_qipo(spec: RunSpec, data: TransitionDataset, settings: GridSettings) -> 
             rec = make_record(spec, algo, steps, curves[algo], seconds, config, ev)
             rec |= {"schedule": schedule, "selection": selection, "action_noise": noise}
             extra = {"renewal_s": trainer.renewal_s, "diagnostics": trainer.summary()}
-            records.append(rec if steps == k1 else rec | extra)
+            warmup = algo in ("bc", FULL_NOISE["bc"])  # no critic or renewals yet
+            records.append(rec if warmup else rec | extra)
     return records
 
 
