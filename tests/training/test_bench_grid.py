@@ -309,3 +309,35 @@ def test_grid_mean_standard_error_uses_the_sample_variance_of_each_cell() -> Non
     assert s["per_algo"]["qipo-ot"]["normalized_own_se"] == 0.0
     assert s["per_algo"]["iql"]["normalized_d4rl_style_se"] is None
     assert "| standard error of that mean, over seeds | ± 3.5 | – |" in markdown(s, "cmd")
+
+
+def test_bootstrap_gap_resamples_seeds_within_cells() -> None:
+    from training.bench.summary import bootstrap_gap, bootstrap_table
+
+    def runs(algo: str, scores: list[float], dataset: str = "medium") -> list[dict[str, Any]]:
+        return [synthetic_record(algo, "hopper", dataset, s, x, None) for s, x in enumerate(scores)]
+
+    clear = runs("iql", [60.0, 60.0]) + runs("qipo-ot", [50.0, 50.0])
+    assert bootstrap_gap(clear, "iql") == {
+        "base": "qipo-ot",
+        "cells": 1,
+        "resamples": 4000,
+        "gap": 10.0,
+        "p_above": 1.0,
+        "gap_90": [10.0, 10.0],
+    }
+    # overlapping seeds: the lead is uncertain, and the interval straddles zero
+    noisy = runs("iql", [40.0, 70.0, 55.0]) + runs("qipo-ot", [50.0, 52.0, 54.0])
+    b = bootstrap_gap(noisy, "iql")
+    assert b is not None and 0.3 < b["p_above"] < 0.9 and b["gap_90"][0] < 0 < b["gap_90"][1]
+    assert bootstrap_gap(noisy, "iql") == b  # seeded: the table does not move between summaries
+    # only datasets both have count; one seed in a shared cell says nothing about seed noise
+    assert bootstrap_gap(clear + runs("iql", [1.0, 2.0], "medium-expert"), "iql")["cells"] == 1  # type: ignore[index]
+    assert (
+        bootstrap_gap(
+            clear + runs("iql", [1.0], "medium-replay") + runs("qipo-ot", [2.0], "medium-replay"), "iql"
+        )
+        is None
+    )
+    table = "\n".join(bootstrap_table(summarise(clear)))
+    assert "| IQL (d3rlpy) | 1 | +10.0 | 100% | +10.0 to +10.0 |" in table

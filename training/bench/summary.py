@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from training.bench.grid import DATASETS, FULL_NOISE, RECORD_ALGOS, Record
+from training.bench.grid import DATASETS, FULL_NOISE, QIPO, RECORD_ALGOS, Record
 from training.data.mujoco import ENVS
 
 SCORES = {"normalized_d4rl_style": "D4RL-style", "normalized_own": "own"}
@@ -133,6 +133,7 @@ def summarise(records: list[Record]) -> dict[str, Any]:
             {r.get("action_noise", 1.0) for r in records if r["algo"] in ("bc", "qipo-ot")}
         ),
         "paired": paired_gains(records),
+        "bootstrap": {a: gap for a in algos if a != QIPO and (gap := bootstrap_gap(records, a))},
         "comparisons": [
             {"algo": algo, "base": base, "rows": rows}
             for algo, base, _ in PAIRS
@@ -165,6 +166,61 @@ def paired_gains(records: list[Record], algo: str = "qipo-ot", base: str = "bc")
             }
         )
     return out
+
+
+def bootstrap_gap(
+    records: list[Record], algo: str, base: str = QIPO, resamples: int = 4000, seed: int = 0
+) -> dict[str, Any] | None:
+    """How sure is "`algo`'s grid mean is above `base`'s"? Resample each cell's seeds with replacement
+    (cells independent), on the D4RL-style final scores, over the datasets both have. None unless both
+    have two or more seeds in every such dataset (one seed says nothing about seed noise)."""
+    cells: dict[tuple[str, str], dict[str, list[float]]] = {}
+    for r in records:
+        if r["algo"] in (algo, base) and r.get("normalized_d4rl_style") is not None:
+            cell = cells.setdefault((r["env"], r["dataset"]), {algo: [], base: []})
+            cell[r["algo"]].append(r["normalized_d4rl_style"])
+    shared = [c for c in cells.values() if c[algo] and c[base]]
+    if not shared or any(len(c[algo]) < 2 or len(c[base]) < 2 for c in shared):
+        return None
+    rng = np.random.default_rng(seed)
+    gaps = np.zeros(resamples)
+    for cell in shared:
+        for name, sign in ((algo, 1.0), (base, -1.0)):
+            x = np.asarray(cell[name])
+            gaps += sign * x[rng.integers(0, len(x), (resamples, len(x)))].mean(axis=1)
+    gaps /= len(shared)
+    return {
+        "base": base,
+        "cells": len(shared),
+        "resamples": resamples,
+        "gap": float(np.mean([np.mean(c[algo]) - np.mean(c[base]) for c in shared])),
+        "p_above": float((gaps > 0).mean()),
+        "gap_90": [float(np.quantile(gaps, 0.05)), float(np.quantile(gaps, 0.95))],
+    }
+
+
+def bootstrap_table(summary: dict[str, Any]) -> list[str]:
+    boot = summary.get("bootstrap") or {}
+    if not boot:
+        return []
+    base = ALGO_LABELS[QIPO]
+    lines = [
+        f"## Grid mean against {base}'s, bootstrap over seeds",
+        "",
+        f"Each cell's seeds resampled with replacement ({next(iter(boot.values()))['resamples']:,} times), "
+        "D4RL-style final scores, over the datasets both have: how often the grid mean is above "
+        f"{base}'s, and the 90% interval of the gap.",
+        "",
+        f"| algorithm | datasets | gap to {base} | P(above {base}) | 90% interval of the gap |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for algo, b in boot.items():
+        lo, hi = b["gap_90"]
+        lines.append(
+            f"| {ALGO_LABELS.get(algo, algo)} | {b['cells']} | {b['gap']:+.1f} | {100 * b['p_above']:.0f}% "
+            f"| {lo:+.1f} to {hi:+.1f} |"
+        )
+    return [*lines, ""]
 
 
 def paired_table(algo: str, base: str, rows: list[dict[str, Any]]) -> list[str]:
@@ -301,6 +357,7 @@ def markdown(summary: dict[str, Any], command: str) -> str:
                 + " |"
             )
         lines.append("")
+    lines += bootstrap_table(summary)
     for comparison in summary.get("comparisons", []):
         lines += paired_table(comparison["algo"], comparison["base"], comparison["rows"])
     lines += [
