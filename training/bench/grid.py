@@ -38,7 +38,14 @@ from training.qipo import QIPOTrainer
 QIPO = "qipo-ot"
 ALGOS: tuple[str, ...] = (QIPO, *PEERS)  # what a run trains
 FULL_NOISE = {"bc": "bc-noise1", QIPO: "qipo-ot-noise1"}  # one sample per state at action_noise 1
-RECORD_ALGOS: tuple[str, ...] = ("bc", QIPO, "qipo-ot-bon", *PEERS, *FULL_NOISE.values())  # table order
+RECORD_ALGOS: tuple[str, ...] = (
+    "bc",
+    "bc-noise1",
+    QIPO,
+    "qipo-ot-noise1",
+    "qipo-ot-bon",
+    *PEERS,
+)  # table order
 DATASETS: tuple[str, ...] = ("medium", "medium-replay", "medium-expert")
 STEP_FIELDS = ("behavior_steps", "critic_steps", "improve_steps")  # K1, K2, K3: the budget `--steps` scales
 EVAL_SEED_BASE = 10_000  # env seeds of training seed s: 10_000 + 100·s + episode (as scripts/bench_rl.py)
