@@ -5,7 +5,8 @@ chosen for offline locomotion data on a CPU budget (docs/bench/rl.md): IQL's exp
 3×256 twin Q (3.6× cheaper per step than the softmax-Q target over 16 behaviour samples, measured, and no
 pass of behaviour sampling), rewards scaled by the dataset's return spread, a scale-free temperature that
 aims at the same weight sharpness on every dataset, a critic trained three times as long as the
-behaviour model (its fit decides everything after it), and four lazy renewals.
+behaviour model (its fit decides everything after it), four lazy renewals, and one policy sample per state
+drawn from half-scale source noise at act time.
 """
 
 from __future__ import annotations
