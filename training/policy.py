@@ -147,7 +147,9 @@ class FlowPolicy(nn.Module):
         return self.candidates * self.normalizer.act_dim
 
     def forward(self, state: Tensor, noise: Tensor) -> Tensor:
-        x = integrate(self.net, self.path, self.normalizer.state(state), self.noise_scale * noise, self.steps)
+        if self.noise_scale != 1:  # full-noise models export without the extra op
+            noise = self.noise_scale * noise
+        x = integrate(self.net, self.path, self.normalizer.state(state), noise, self.steps)
         return self.normalizer.action_from_unit(x)
 
     @torch.inference_mode()

@@ -11,10 +11,14 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from service.artifact import Manifest
+from service.runtime import OnnxPolicy
 from tests.conftest import TINY_CONFIG
 from training.config import QIPOConfig
 from training.data import load_dataset
 from training.efm import q_weights
+from training.export import export_artifact
+from training.policy import FlowPolicy
 from training.qipo import QIPOTrainer, next_state_rows
 from training.support import SupportSets
 
@@ -37,6 +41,22 @@ class LinearTwin(nn.Module):
 def make_trainer(dataset_dir: Path, **overrides: object) -> QIPOTrainer:
     cfg = QIPOConfig.model_validate(TINY_CONFIG | {"behavior_steps": 20, "critic_steps": 10} | overrides)
     return QIPOTrainer(load_dataset(dataset_dir), cfg, progress=False)
+
+
+def export_and_serve(policy: FlowPolicy, trainer: QIPOTrainer, out: Path) -> tuple[Manifest, OnnxPolicy]:
+    """Export `policy` with the trainer's config, then load it as the server does (warmed)."""
+    manifest = export_artifact(
+        policy,
+        out,
+        name=out.name,
+        variant="qipo-ot",
+        training_config=trainer.cfg.model_dump(mode="json"),
+        dataset={},
+        scores={},
+    )
+    served = OnnxPolicy.load(out)
+    served.warmup(1)
+    return manifest, served
 
 
 def test_loss_reduces_to_cfm_at_beta_zero(pendulum_dataset_dir: Path) -> None:
@@ -157,8 +177,7 @@ def test_solver_defaults_follow_the_variant() -> None:
 def test_best_of_n_picks_the_highest_q_candidate_and_exports(
     pendulum_dataset_dir: Path, tmp_path: Path
 ) -> None:
-    from training.export import export_artifact
-    from training.policy import BestOfNPolicy, FlowPolicy
+    from training.policy import BestOfNPolicy
 
     trainer = make_trainer(pendulum_dataset_dir, action_selection="best-of-n", best_of_n=4)
     trainer.fit(until=trainer.k1)
@@ -175,32 +194,19 @@ def test_best_of_n_picks_the_highest_q_candidate_and_exports(
         q = trainer.critic.q.q_min(s_norm, a_unit).reshape(7, 4).numpy()
     expected = candidates[np.arange(7), q.argmax(1)]
     assert np.allclose(policy.act_numpy(state, noise), expected, atol=1e-5)
-    manifest = export_artifact(
-        policy,
-        tmp_path / "art",
-        name="bon",
-        variant="qipo-ot",
-        training_config=trainer.cfg.model_dump(mode="json"),
-        dataset={},
-        scores={},
-    )
+    manifest, served = export_and_serve(policy, trainer, tmp_path / "bon")
     assert manifest.training_config["action_selection"] == "best-of-n" and manifest.noise_dim == 4
-    session = ort.InferenceSession(str(tmp_path / "art" / "policy.onnx"), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(tmp_path / "bon" / "policy.onnx"), providers=["CPUExecutionProvider"])
     assert session.get_inputs()[1].shape[1] == 4  # noise [B, N·A]
     (onnx_action,) = session.run(["action"], {"state": state, "noise": noise})
     assert np.abs(onnx_action - expected).max() <= 1e-5
-    from service.runtime import OnnxPolicy  # the server loads it (signature check uses noise_dim)
-
-    served = OnnxPolicy.load(tmp_path / "art")
-    served.warmup(1)
+    # the server loads it (its signature check uses noise_dim)
     assert served.noise_dim == 4 and np.abs(served.act(state, noise).actions - expected).max() <= 1e-5
 
 
 def test_action_noise_scales_the_source_noise_in_the_exported_graph(
     pendulum_dataset_dir: Path, tmp_path: Path
 ) -> None:
-    from training.export import export_artifact
-    from training.policy import FlowPolicy
 
     trainer = make_trainer(pendulum_dataset_dir, action_noise=0.0)
     trainer.fit(until=trainer.k1)
@@ -214,19 +220,7 @@ def test_action_noise_scales_the_source_noise_in_the_exported_graph(
     expected = full.act_numpy(state, np.zeros_like(noise))
     assert np.allclose(noise_free.act_numpy(state, noise), expected, atol=1e-6)
     assert not np.allclose(full.act_numpy(state, noise), expected, atol=1e-3)  # the noise matters at 1
-    export_artifact(
-        noise_free,
-        tmp_path / "art",
-        name="noise-free",
-        variant="qipo-ot",
-        training_config=trainer.cfg.model_dump(mode="json"),
-        dataset={},
-        scores={},
-    )
-    from service.runtime import OnnxPolicy
-
-    served = OnnxPolicy.load(tmp_path / "art")
-    served.warmup(1)
+    _, served = export_and_serve(noise_free, trainer, tmp_path / "noise-free")
     assert np.abs(served.act(state, noise).actions - expected).max() <= 1e-5
     from training.qipo import policy_from_checkpoint
 

@@ -234,22 +234,19 @@ def run_qipo(spec: RunSpec, data: TransitionDataset, settings: GridSettings) -> 
         "qipo-ot-bon": [],
         **{a: [] for a in FULL_NOISE.values()},
     }
-    # One sample per state acts at the config's `action_noise`; when that is below 1, the same policies
-    # are also evaluated at full noise (a true sample), so the grid measures what the scale buys.
-    scales: dict[str, float | None] = {"bc": None, QIPO: None}  # None: the config's
-    if cfg.action_noise != 1:
-        scales |= {variant: 1.0 for variant in FULL_NOISE.values()}
+    full_noise_too = cfg.action_noise != 1  # then the same policies are also scored at full noise
 
-    def evaluate_samples(step: int, algos: tuple[str, ...]) -> None:
-        for algo, scale in scales.items():
-            if algo in algos:
-                curves[algo].append(ev(step, trainer.policy("sample", noise_scale=scale).act_numpy))
+    def evaluate_samples(step: int, algo: str) -> None:
+        """One sample per state at the config's `action_noise` (and at 1 beside it, to measure the scale)."""
+        curves[algo].append(ev(step, trainer.policy("sample").act_numpy))
+        if full_noise_too:
+            curves[FULL_NOISE[algo]].append(ev(step, trainer.policy("sample", noise_scale=1.0).act_numpy))
 
     def on_step(step: int) -> None:
         if step in warmup_at:
-            evaluate_samples(step, ("bc", FULL_NOISE["bc"]))
+            evaluate_samples(step, "bc")
         if step in improve_at:
-            evaluate_samples(step, (QIPO, FULL_NOISE[QIPO]))
+            evaluate_samples(step, QIPO)
             bon = trainer.policy("best-of-n")
             curves["qipo-ot-bon"].append(ev(step, bon.act_numpy, noise_dim=bon.noise_dim))
 
