@@ -407,8 +407,13 @@ class QIPOTrainer:
 
     def summary(self) -> dict[str, Any]:
         """What a user reads before any rollout: the critic's checks (within states: against the current
-        policy's samples) and how peaked each renewal was."""
-        out: dict[str, Any] = {"reward_scale": self.reward_scale, "renewals": self.renewal_log}
+        policy's samples) and how peaked each renewal was. `sample_dtype` is what `sample_precision: auto`
+        resolved to on this machine: support sets (so scores) depend on it."""
+        out: dict[str, Any] = {
+            "reward_scale": self.reward_scale,
+            "sample_dtype": str(self.sample_dtype).removeprefix("torch."),
+            "renewals": self.renewal_log,
+        }
         if self.k2 > 0 and self.step >= self.k1:
             out["critic"] = self.critic_diagnostics() | self.advantage_diagnostics()
         return out

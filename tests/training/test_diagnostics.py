@@ -137,6 +137,7 @@ def test_trainer_reports_within_state_ranking_without_touching_training(
     run = trained()
     assert len(run.adv_index) > 0
     summary = run.summary()
+    assert summary["sample_dtype"] in ("float32", "bfloat16")  # what `sample_precision: auto` chose here
     assert 0 <= summary["critic"]["q_data_rank"] <= 1 and summary["critic"]["adv_mc_corr"] is not None
     end_of_critic, first_improve = (
         next(r for r in run.history if r["step"] == step) for step in (run.k1 + run.k2, run.k1 + run.k2 + 1)

@@ -4,6 +4,7 @@ EFM trained at β = 3 on 8gaussians lands far closer to the exact tilted law tha
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -179,3 +180,46 @@ def test_a_dataset_subset_reproduces_the_full_runs_rows() -> None:
     both = run_bench(BenchConfig(datasets=("8gaussians", "moons"), train=small, **base), progress=False)
     alone = run_bench(BenchConfig(datasets=("moons",), train=small, **base), progress=False)
     assert [r for r in both.records if r["dataset"] == "moons"] == alone.records
+
+
+def test_merged_shards_equal_one_run_and_refuse_unlike_settings(tmp_path: Path) -> None:
+    """Two cores each run one dataset; `qipo toy merge` gives the full run's rows, table and figure."""
+    from training.toy.bench import run_bench, write_outputs
+    from training.toy.cli import toy_app
+    from training.toy.models import ToyTrainConfig
+
+    small = ToyTrainConfig(steps=20, batch_size=128, ot_steps=4)
+    base = {"betas": (3.0,), "methods": ("efm",), "n_eval": 300, "train_size": 5000, "projections": 32}
+    both = run_bench(BenchConfig(datasets=("8gaussians", "moons"), train=small, **base), progress=False)
+    for name in ("moons", "8gaussians"):  # shards given out of the list's order
+        shard = run_bench(BenchConfig(datasets=(name,), train=small, **base), progress=False)
+        write_outputs(shard, tmp_path / name)
+    res = CliRunner().invoke(
+        toy_app,
+        ["merge", str(tmp_path / "moons"), str(tmp_path / "8gaussians"), "--out", str(tmp_path / "all")],
+    )
+    assert res.exit_code == 0, res.output
+    merged = json.loads((tmp_path / "all" / "toy.json").read_text())
+    rounded = [{k: round(v, 6) if isinstance(v, float) else v for k, v in r.items()} for r in both.records]
+    assert merged == rounded
+    meta = json.loads((tmp_path / "all" / "toy.meta.json").read_text())
+    assert meta["config"]["datasets"] == ["8gaussians", "moons"]
+    assert set(meta["exact_sampler"]["per_dataset_beta"]) == {"8gaussians@3", "moons@3"}
+    md = (tmp_path / "all" / "toy.md").read_text()
+    assert "| 8gaussians | 3 |" in md and "| moons | 3 |" in md and "Merged from 2 runs" in md
+    assert "Not yet run at this size: swissroll, rings, checkerboard, 2spirals." in md
+    assert (tmp_path / "all" / "toy.png").stat().st_size > 10_000
+
+    again = CliRunner().invoke(
+        toy_app, ["merge", str(tmp_path / "moons"), str(tmp_path / "moons"), "--out", str(tmp_path / "x")]
+    )
+    assert again.exit_code == 1 and "repeats dataset(s) moons" in again.output
+    other = run_bench(
+        BenchConfig(datasets=("rings",), train=replace(small, hidden=16), **base), progress=False
+    )
+    write_outputs(other, tmp_path / "rings")
+    unlike = CliRunner().invoke(
+        toy_app, ["merge", str(tmp_path / "moons"), str(tmp_path / "rings"), "--out", str(tmp_path / "x")]
+    )
+    assert unlike.exit_code == 1 and "other settings" in unlike.output
+    assert not (tmp_path / "x").exists()

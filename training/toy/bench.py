@@ -29,6 +29,7 @@ from training.toy.models import Mode, ToyModel, ToyTrainConfig, make_path, sampl
 METHODS = ("efm", "ed", "cfm", "cfg")
 METHOD_LABELS = {"efm": "EFM", "ed": "ED", "cfg": "CFG-style", "cfm": "unguided p"}  # table, figure
 Record = dict[str, Any]
+FIGURE_POINTS = 5000  # points per panel of toy.png, and what toy.samples.npz keeps to redraw it
 
 
 @dataclass(frozen=True)
@@ -270,9 +271,16 @@ def markdown(records: list[Record], meta: dict[str, Any]) -> str:
         "`toy.meta.json` (ESS ≥ 20× the draws, or the pool cap).",
         f"- {meta['cpu_seconds']:.0f} s CPU ({meta['wall_seconds']:.0f} s wall) on "
         f"{meta['torch_threads']} torch thread(s), torch {meta['torch']}, created {meta['created_at']}.",
-        "",
     ]
-    return "\n".join(lines)
+    if "shards" in meta:
+        runs = "; ".join(f"`{s['dir']}`: {', '.join(s['datasets'])}" for s in meta["shards"])
+        lines.append(
+            f"- Merged from {len(meta['shards'])} runs of dataset subsets ({runs}); times are summed."
+        )
+    left = [d for d in DATASETS if d not in cfg["datasets"]]
+    if left:
+        lines.append(f"- Not yet run at this size: {', '.join(left)}.")
+    return "\n".join([*lines, ""])
 
 
 def plot(result: BenchResult, path: Path) -> None:
@@ -291,7 +299,7 @@ def plot(result: BenchResult, path: Path) -> None:
         ext = get_dataset(name).extent
         for j, col in enumerate(cols):
             ax = axes[i][j]
-            pts = result.figure_samples[name][col][:5000]
+            pts = result.figure_samples[name][col][:FIGURE_POINTS]
             ax.scatter(
                 pts[:, 0], pts[:, 1], s=0.3, alpha=0.4, color="C0" if j == 0 else f"C{j}", rasterized=True
             )
@@ -311,15 +319,79 @@ def plot(result: BenchResult, path: Path) -> None:
 
 
 def write_outputs(result: BenchResult, out: Path) -> dict[str, Path]:
-    """DIR/toy.json (the records), toy.meta.json (setup, exact-sampler ESS, timing), toy.md, toy.png."""
+    """DIR/toy.json (the records), toy.meta.json (setup, exact-sampler ESS, timing), toy.md, toy.png and
+    toy.samples.npz (the plotted points, float16, so `qipo toy merge` can redraw the figure of shards)."""
     out.mkdir(parents=True, exist_ok=True)
-    paths = {k: out / f"toy.{k}" for k in ("json", "md", "png")} | {"meta": out / "toy.meta.json"}
+    paths = {k: out / f"toy.{k}" for k in ("json", "md", "png")} | {
+        "meta": out / "toy.meta.json",
+        "samples": out / "toy.samples.npz",
+    }
     clean = [{k: (round(v, 6) if isinstance(v, float) else v) for k, v in r.items()} for r in result.records]
     paths["json"].write_text(json.dumps(clean, indent=1) + "\n")
     paths["meta"].write_text(json.dumps(result.meta, indent=1) + "\n")
     paths["md"].write_text(markdown(result.records, result.meta))
     plot(result, paths["png"])
+    points: dict[str, Any] = {
+        f"{name}/{col}": np.asarray(pts[:FIGURE_POINTS], dtype=np.float16)
+        for name, cols in result.figure_samples.items()
+        for col, pts in cols.items()
+    }
+    np.savez_compressed(paths["samples"], **points)
     return paths
+
+
+def _shard_config(meta: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in meta["config"].items() if k != "datasets"}
+
+
+def merge_shards(shards: list[Path]) -> BenchResult:
+    """One result from runs of dataset subsets (`qipo toy bench --datasets X` per core or machine): the
+    rows are the full bench's because each dataset's seeds follow its place in the full list. Shards must
+    share every setting but the datasets; each dataset may come from one shard only."""
+    if not shards:
+        raise ValueError("give at least one shard directory (each written by `qipo toy bench --out DIR`)")
+    records: list[Record] = []
+    figure: dict[str, dict[str, np.ndarray]] = {}
+    metas: list[dict[str, Any]] = []
+    for shard in shards:
+        files = [shard / f for f in ("toy.json", "toy.meta.json", "toy.samples.npz")]
+        missing = [str(f) for f in files if not f.is_file()]
+        if missing:
+            raise ValueError(f"{shard} is not a finished toy shard (missing {', '.join(missing)}); rerun it")
+        meta = json.loads(files[1].read_text())
+        if metas and _shard_config(meta) != _shard_config(metas[0]):
+            raise ValueError(f"{shard} was run with other settings than {shards[0]}: merge like with like")
+        rows = json.loads(files[0].read_text())
+        clash = {r["dataset"] for r in rows} & {r["dataset"] for r in records}
+        if clash:
+            raise ValueError(f"{shard} repeats dataset(s) {', '.join(sorted(clash))}: give each once")
+        records += rows
+        metas.append(meta)
+        with np.load(files[2]) as points:
+            for key in points.files:
+                name, col = key.split("/", 1)
+                figure.setdefault(name, {})[col] = points[key].astype(np.float32)
+    order = {name: i for i, name in enumerate(DATASETS)}
+    records.sort(key=lambda r: order[r["dataset"]])  # stable: β and method order kept within a dataset
+    datasets = sorted({r["dataset"] for r in records}, key=order.__getitem__)
+    first = metas[0]
+    meta = first | {
+        "config": first["config"] | {"datasets": datasets},
+        "exact_sampler": first["exact_sampler"]
+        | {
+            "per_dataset_beta": {
+                k: v for m in metas for k, v in m["exact_sampler"]["per_dataset_beta"].items()
+            }
+        },
+        "cpu_seconds": round(sum(m["cpu_seconds"] for m in metas), 1),
+        "wall_seconds": round(sum(m["wall_seconds"] for m in metas), 1),
+        "created_at": max(m["created_at"] for m in metas),
+        "shards": [
+            {"dir": s.name, "datasets": m["config"]["datasets"]} for s, m in zip(shards, metas, strict=True)
+        ],
+    }
+    fig_beta = max(first["config"]["betas"])
+    return BenchResult(records, meta, fig_beta, {n: figure[n] for n in datasets if n in figure})
 
 
 def finite(records: list[Record]) -> bool:

@@ -84,3 +84,28 @@ def bench(
     console.print(
         f"wrote {', '.join(str(p) for p in paths.values())} ({result.meta['cpu_seconds']:.0f} s CPU)"
     )
+
+
+@toy_app.command("merge")
+def merge(
+    shards: Annotated[
+        list[Path], typer.Argument(help="Directories written by `qipo toy bench --datasets …`")
+    ],
+    out: Annotated[Path, typer.Option(help="Directory for the merged toy.json, toy.md, toy.png")],
+) -> None:
+    """Join runs of dataset subsets (one per core or machine) into one table, as if run in one go."""
+    from training.toy.bench import checks, merge_shards, write_outputs
+
+    try:
+        if any(out.resolve() == s.resolve() for s in shards):
+            raise ValueError(f"--out {out} is one of the shards: write the merge elsewhere")
+        result = merge_shards(shards)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    write_outputs(result, out)
+    claims = checks(result.records)
+    ok, bad = claims["efm_within_2x_floor:pass"], claims["efm_within_2x_floor:fail"]
+    console.print(
+        f"merged {len(shards)} shard(s) into {out}: EFM within 2× of the floor {len(ok)}/{len(ok) + len(bad)}"
+    )
