@@ -165,6 +165,15 @@ bench-serve-inproc: $(STAMP)
 bench-toy: $(STAMP)
 	$(QIPO) toy bench --out docs/bench --threads 1
 
+# The same at the larger size that closes the short cells (hidden 256, 2 residual blocks, 4k steps, 100 Euler
+# steps): about 40 min of one core per dataset, so one resumable shard per dataset under
+# docs/bench/toy-large/shards/, merged into docs/bench/toy-large/toy.*. Two cores: two calls, each with its
+# own TOY_DATASETS.
+TOY_DATASETS ?= 8gaussians swissroll moons rings checkerboard 2spirals
+.PHONY: bench-toy-large
+bench-toy-large: $(STAMP)
+	bash scripts/toy_shards.sh $(TOY_DATASETS)
+
 # Issue 12: QIPO-OT (+ its BC warm-up and best-of-N) vs d3rlpy IQL and TD3+BC, same datasets and budget.
 # Resumable: a run whose record exists under docs/bench/rl-runs/ is skipped. One QIPO run at the default
 # budget takes about 20 min of one core; pick a subset with GRID_ENVS/GRID_ALGOS/GRID_SEEDS.

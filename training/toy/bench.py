@@ -274,9 +274,8 @@ def markdown(records: list[Record], meta: dict[str, Any]) -> str:
     ]
     if "shards" in meta:
         runs = "; ".join(f"`{s['dir']}`: {', '.join(s['datasets'])}" for s in meta["shards"])
-        lines.append(
-            f"- Merged from {len(meta['shards'])} runs of dataset subsets ({runs}); times are summed."
-        )
+        n = len(meta["shards"])
+        lines.append(f"- Merged from {n} run{'s' * (n > 1)} of dataset subsets ({runs}); times are summed.")
     left = [d for d in DATASETS if d not in cfg["datasets"]]
     if left:
         lines.append(f"- Not yet run at this size: {', '.join(left)}.")
