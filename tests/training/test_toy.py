@@ -209,6 +209,7 @@ def test_merged_shards_equal_one_run_and_refuse_unlike_settings(tmp_path: Path) 
     assert "| 8gaussians | 3 |" in md and "| moons | 3 |" in md and "Merged from 2 runs" in md
     assert "Not yet run at this size: swissroll, rings, checkerboard, 2spirals." in md
     assert (tmp_path / "all" / "toy.png").stat().st_size > 10_000
+    assert not (tmp_path / "all" / "toy.samples.npz").exists()  # the shards keep the points
 
     again = CliRunner().invoke(
         toy_app, ["merge", str(tmp_path / "moons"), str(tmp_path / "moons"), "--out", str(tmp_path / "x")]

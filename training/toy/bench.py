@@ -317,19 +317,20 @@ def plot(result: BenchResult, path: Path) -> None:
     plt.close(fig)
 
 
-def write_outputs(result: BenchResult, out: Path) -> dict[str, Path]:
-    """DIR/toy.json (the records), toy.meta.json (setup, exact-sampler ESS, timing), toy.md, toy.png and
-    toy.samples.npz (the plotted points, float16, so `qipo toy merge` can redraw the figure of shards)."""
+def write_outputs(result: BenchResult, out: Path, samples: bool = True) -> dict[str, Path]:
+    """DIR/toy.json (the records), toy.meta.json (setup, exact-sampler ESS, timing), toy.md, toy.png and,
+    with `samples`, toy.samples.npz (the plotted points, float16, so `qipo toy merge` can redraw the figure
+    from shards; a merge itself has no need to keep a second copy)."""
     out.mkdir(parents=True, exist_ok=True)
-    paths = {k: out / f"toy.{k}" for k in ("json", "md", "png")} | {
-        "meta": out / "toy.meta.json",
-        "samples": out / "toy.samples.npz",
-    }
+    paths = {k: out / f"toy.{k}" for k in ("json", "md", "png")} | {"meta": out / "toy.meta.json"}
     clean = [{k: (round(v, 6) if isinstance(v, float) else v) for k, v in r.items()} for r in result.records]
     paths["json"].write_text(json.dumps(clean, indent=1) + "\n")
     paths["meta"].write_text(json.dumps(result.meta, indent=1) + "\n")
     paths["md"].write_text(markdown(result.records, result.meta))
     plot(result, paths["png"])
+    if not samples:
+        return paths
+    paths["samples"] = out / "toy.samples.npz"
     points: dict[str, Any] = {
         f"{name}/{col}": np.asarray(pts[:FIGURE_POINTS], dtype=np.float16)
         for name, cols in result.figure_samples.items()

@@ -103,7 +103,7 @@ def merge(
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
-    write_outputs(result, out)
+    write_outputs(result, out, samples=False)
     claims = checks(result.records)
     ok, bad = claims["efm_within_2x_floor:pass"], claims["efm_within_2x_floor:fail"]
     console.print(
