@@ -101,7 +101,9 @@ def test_quick_bench_efm_is_far_closer_to_q_than_p(tmp_path: Path) -> None:
     records = json.loads((tmp_path / "toy.json").read_text())
     assert {r["method"] for r in records} == {"efm", "ed", "cfm", "cfg"}
     assert all(
-        set(r) == {"dataset", "beta", "method", "swd", "mmd", "swd_floor", "mmd_floor"} for r in records
+        set(r)
+        == {"dataset", "beta", "method", "swd", "mmd", "swd_floor", "mmd_floor", "swd_exact", "mmd_exact"}
+        for r in records
     )
     by = {r["method"]: r for r in records}
     assert by["efm"]["swd"] <= by["cfm"]["swd"] / 3, by
@@ -142,7 +144,7 @@ def test_checks_and_markdown_report_failures_honestly() -> None:
         "created_at": "now",
     }
     md = markdown(rec, meta)
-    assert "EFM within 2× of the floor: 0/1; not on: d β=10" in md
+    assert "EFM within 2× of the one-draw floor: 0/1; not on: d β=10" in md
     assert "0.500 (5.0×)" in md
 
 
@@ -165,7 +167,7 @@ def test_efm_only_run_trains_one_net_per_beta_and_reports_only_its_claim(tmp_pat
     records = json.loads((tmp_path / "toy.json").read_text())
     assert [r["method"] for r in records] == ["efm"]
     md = (tmp_path / "toy.md").read_text()
-    assert "| dataset | β | floor | EFM |\n" in md and "EFM within 2× of the floor: " in md
+    assert "| dataset | β | floor | exact | EFM |\n" in md and "EFM within 2× of an exact sample" in md
     assert "unguided p" not in md and "5 Euler steps" in md
     assert "efm_within_2x_floor: " in res.output and "efm_beats_p" not in res.output
 
@@ -224,3 +226,41 @@ def test_merged_shards_equal_one_run_and_refuse_unlike_settings(tmp_path: Path) 
     )
     assert unlike.exit_code == 1 and "other settings" in unlike.output
     assert not (tmp_path / "x").exists()
+
+
+def test_exact_draw_baseline_is_replayed_for_old_runs_and_refuses_another_reference(tmp_path: Path) -> None:
+    """`qipo toy exact` gives an earlier run the baseline a new run computes, from the seeds alone."""
+    from training.toy.bench import run_bench, write_outputs
+    from training.toy.cli import toy_app
+    from training.toy.models import ToyTrainConfig
+
+    small = ToyTrainConfig(steps=20, batch_size=128, ot_steps=4)
+    config = BenchConfig(
+        datasets=("moons",),
+        betas=(1.0, 3.0),
+        methods=("efm",),
+        n_eval=300,
+        train_size=5000,
+        projections=32,
+        exact_draws=3,
+        train=small,
+    )
+    result = run_bench(config, progress=False)
+    write_outputs(result, tmp_path)
+    new = json.loads((tmp_path / "toy.json").read_text())
+    assert all(0 < r["swd_exact"] < 10 * r["swd_floor"] and r["mmd_exact"] > 0 for r in new)
+    old = [
+        {k: v for k, v in r.items() if not k.endswith("_exact")} for r in new
+    ]  # as a run before the baseline
+    (tmp_path / "toy.json").write_text(json.dumps(old))
+    assert checks(old)["efm_within_2x_exact:pass"] == checks(old)["efm_within_2x_exact:fail"] == []
+    res = CliRunner().invoke(toy_app, ["exact", str(tmp_path), "--draws", "3"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "toy.json").read_text()) == new
+    assert "| dataset | β | floor | exact | EFM |" in (tmp_path / "toy.md").read_text()
+
+    other = [r | {"swd_floor": r["swd_floor"] + 0.01} for r in old]
+    (tmp_path / "toy.json").write_text(json.dumps(other))
+    res = CliRunner().invoke(toy_app, ["exact", str(tmp_path)])
+    assert res.exit_code == 1 and "cannot replay the reference of moons β=1" in res.output
+    assert json.loads((tmp_path / "toy.json").read_text()) == other  # nothing rewritten
