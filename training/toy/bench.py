@@ -41,7 +41,7 @@ class BenchConfig:
     projections: int = 512  # sliced Wasserstein directions (fixed, seeded)
     seed: int = 0
     methods: tuple[str, ...] = METHODS  # a subset trains fewer nets (e.g. `efm` alone for a capacity probe)
-    exact_draws: int = 8  # fresh exact samples scored against each reference (the `*_exact` baseline)
+    exact_draws: int = 16  # fresh exact samples scored against each reference (the `*_exact` baseline)
     train: ToyTrainConfig = field(default_factory=ToyTrainConfig)
 
     @classmethod

@@ -118,7 +118,7 @@ def merge(
 @toy_app.command("exact")
 def exact(
     runs: Annotated[list[Path], typer.Argument(help="Directories written by `qipo toy bench`")],
-    draws: Annotated[int, typer.Option(min=1, help="Fresh exact samples per reference")] = 8,
+    draws: Annotated[int, typer.Option(min=1, help="Fresh exact samples per reference")] = 16,
 ) -> None:
     """Add the exact-draw baseline to finished runs without retraining: replay each reference from its
     seeds and score fresh exact samples against it (records, meta and toy.md are rewritten; the figure
