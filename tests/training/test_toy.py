@@ -249,9 +249,8 @@ def test_exact_draw_baseline_is_replayed_for_old_runs_and_refuses_another_refere
     write_outputs(result, tmp_path)
     new = json.loads((tmp_path / "toy.json").read_text())
     assert all(0 < r["swd_exact"] < 10 * r["swd_floor"] and r["mmd_exact"] > 0 for r in new)
-    old = [
-        {k: v for k, v in r.items() if not k.endswith("_exact")} for r in new
-    ]  # as a run before the baseline
+    # the same records as a run from before the baseline existed
+    old = [{k: v for k, v in r.items() if not k.endswith("_exact")} for r in new]
     (tmp_path / "toy.json").write_text(json.dumps(old))
     assert checks(old)["efm_within_2x_exact:pass"] == checks(old)["efm_within_2x_exact:fail"] == []
     res = CliRunner().invoke(toy_app, ["exact", str(tmp_path), "--draws", "3"])
@@ -261,6 +260,6 @@ def test_exact_draw_baseline_is_replayed_for_old_runs_and_refuses_another_refere
 
     other = [r | {"swd_floor": r["swd_floor"] + 0.01} for r in old]
     (tmp_path / "toy.json").write_text(json.dumps(other))
-    res = CliRunner().invoke(toy_app, ["exact", str(tmp_path)])
+    res = CliRunner().invoke(toy_app, ["exact", str(tmp_path), "--draws", "3"])
     assert res.exit_code == 1 and "cannot replay the reference of moons β=1" in res.output
     assert json.loads((tmp_path / "toy.json").read_text()) == other  # nothing rewritten
