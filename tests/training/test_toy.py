@@ -224,7 +224,7 @@ def test_merged_shards_equal_one_run_and_refuse_unlike_settings(tmp_path: Path) 
     unlike = CliRunner().invoke(
         toy_app, ["merge", str(tmp_path / "moons"), str(tmp_path / "rings"), "--out", str(tmp_path / "x")]
     )
-    assert unlike.exit_code == 1 and "other settings" in unlike.output
+    assert unlike.exit_code == 1 and "other settings" in unlike.output and "(train)" in unlike.output
     assert not (tmp_path / "x").exists()
 
 

@@ -442,7 +442,12 @@ def merge_shards(shards: list[Path]) -> BenchResult:
             raise ValueError(f"{shard} is not a finished toy shard (missing {', '.join(missing)}); rerun it")
         meta = json.loads(files[1].read_text())
         if metas and _shard_config(meta) != _shard_config(metas[0]):
-            raise ValueError(f"{shard} was run with other settings than {shards[0]}: merge like with like")
+            mine, first = _shard_config(meta), _shard_config(metas[0])
+            keys = sorted(k for k in mine.keys() | first.keys() if mine.get(k) != first.get(k))
+            raise ValueError(
+                f"{shard} was run with other settings than {shards[0]} ({', '.join(keys)}): merge like with "
+                "like (`qipo toy exact` gives older runs the exact_draws baseline)"
+            )
         rows = json.loads(files[0].read_text())
         clash = {r["dataset"] for r in rows} & {r["dataset"] for r in records}
         if clash:
