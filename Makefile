@@ -166,7 +166,7 @@ bench-toy: $(STAMP)
 	$(QIPO) toy bench --out docs/bench --threads 1
 
 # The same at the larger size that closes the short cells (hidden 256, 2 residual blocks, 4k steps, 100 Euler
-# steps): about 40 min of one core per dataset, so one resumable shard per dataset under
+# steps): about 31 min of one core per dataset, so one resumable shard per dataset under
 # docs/bench/toy-large/shards/, merged into docs/bench/toy-large/toy.*. Two cores: two calls, each with its
 # own TOY_DATASETS.
 TOY_DATASETS ?= 8gaussians swissroll moons rings checkerboard 2spirals

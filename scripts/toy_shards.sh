@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The 2-D toy benchmark at the larger size, one dataset per shard on one core (about 40 min each on CPU),
+# The 2-D toy benchmark at the larger size, one dataset per shard on one core (about 31 min each on CPU),
 # then `qipo toy merge` joins every finished shard into $TOY_LARGE/toy.{json,md,png}. Resumable: a
 # finished shard is skipped, so a run stopped between sittings loses at most the dataset it was on.
 # Usage: scripts/toy_shards.sh 2spirals swissroll ...   (two cores: two calls with different datasets)

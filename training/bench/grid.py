@@ -38,14 +38,8 @@ from training.qipo import QIPOTrainer
 QIPO = "qipo-ot"
 ALGOS: tuple[str, ...] = (QIPO, *PEERS)  # what a run trains
 FULL_NOISE = {"bc": "bc-noise1", QIPO: "qipo-ot-noise1"}  # one sample per state at action_noise 1
-RECORD_ALGOS: tuple[str, ...] = (
-    "bc",
-    "bc-noise1",
-    QIPO,
-    "qipo-ot-noise1",
-    "qipo-ot-bon",
-    *PEERS,
-)  # table order
+# table order: each full-noise column beside its default
+RECORD_ALGOS: tuple[str, ...] = ("bc", FULL_NOISE["bc"], QIPO, FULL_NOISE[QIPO], "qipo-ot-bon", *PEERS)
 DATASETS: tuple[str, ...] = ("medium", "medium-replay", "medium-expert")
 STEP_FIELDS = ("behavior_steps", "critic_steps", "improve_steps")  # K1, K2, K3: the budget `--steps` scales
 EVAL_SEED_BASE = 10_000  # env seeds of training seed s: 10_000 + 100·s + episode (as scripts/bench_rl.py)

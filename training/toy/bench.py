@@ -29,6 +29,7 @@ from training.toy.models import Mode, ToyModel, ToyTrainConfig, make_path, sampl
 METHODS = ("efm", "ed", "cfm", "cfg")
 METHOD_LABELS = {"efm": "EFM", "ed": "ED", "cfg": "CFG-style", "cfm": "unguided p"}  # table, figure
 Record = dict[str, Any]
+DATASET_INDEX = {name: i for i, name in enumerate(DATASETS)}  # seeds follow the place in the full list
 FIGURE_POINTS = 5000  # points per panel of toy.png, and what toy.samples.npz keeps to redraw it
 
 
@@ -115,13 +116,8 @@ def run_bench(
         return model
 
     for name in config.datasets:
-        ds = get_dataset(name)
-        # seeded by the dataset's place in the full list, so a subset run (--datasets) draws the same data,
-        # exact samples and floor as the full bench: its rows compare like for like
-        di = list(DATASETS).index(name)
-        rng = np.random.default_rng([config.seed, di])
-        data, energy = ds.sample(config.train_size, rng)
-        base_seed = 10_000 * config.seed + 100 * di
+        rng, data, energy = dataset_stream(config, name)
+        base_seed = 10_000 * config.seed + 100 * DATASET_INDEX[name]
         cfg_model = fit(name, data, energy, "ot", 1.0, "cfg", base_seed) if guided else None
         p_samples = sample_toy_model(cfg_model, n, tc.ot_steps, base_seed + 1) if cfg_model else None
         for bi, beta in enumerate(config.betas):
@@ -156,6 +152,15 @@ def run_bench(
     return BenchResult(records, _meta(config, resampling, cpu0, wall0), fig_beta, figure)
 
 
+def dataset_stream(config: BenchConfig, name: str) -> tuple[np.random.Generator, np.ndarray, np.ndarray]:
+    """A dataset's seeded stream and the training sample of p that opens it; the references are drawn
+    from the same stream next. Seeded by the dataset's place in the full list, so a subset run (--datasets)
+    draws the same data, exact samples and floor as the full bench, and a replay finds the same references."""
+    rng = np.random.default_rng([config.seed, DATASET_INDEX[name]])
+    data, energy = get_dataset(name).sample(config.train_size, rng)
+    return rng, data, energy
+
+
 def draw_reference(
     config: BenchConfig, name: str, bi: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, float, dict[str, float], ResampleReport]:
@@ -174,7 +179,7 @@ def draw_reference(
         "swd_floor": sliced_wasserstein(other, ref, config.projections),
         "mmd_floor": mmd(other, ref, yy=kyy),
     }
-    fresh_rng = np.random.default_rng([config.seed, list(DATASETS).index(name), bi, 1])
+    fresh_rng = np.random.default_rng([config.seed, DATASET_INDEX[name], bi, 1])
     fresh = [sample_tilted(ds, beta, n, fresh_rng)[0] for _ in range(config.exact_draws)]
     baseline["swd_exact"] = float(np.mean([sliced_wasserstein(x, ref, config.projections) for x in fresh]))
     baseline["mmd_exact"] = float(np.mean([mmd(x, ref, yy=kyy) for x in fresh]))
@@ -197,8 +202,7 @@ def add_exact_baseline(records: list[Record], meta: dict[str, Any], draws: int) 
     )
     out = [dict(r) for r in records]
     for name in config.datasets:
-        rng = np.random.default_rng([config.seed, list(DATASETS).index(name)])
-        get_dataset(name).sample(config.train_size, rng)  # the training data come first in the stream
+        rng, _, _ = dataset_stream(config, name)
         for bi, beta in enumerate(config.betas):
             _, _, baseline, _ = draw_reference(config, name, bi, rng)
             rows = [r for r in out if r["dataset"] == name and r["beta"] == beta]
@@ -458,9 +462,10 @@ def merge_shards(shards: list[Path]) -> BenchResult:
             for key in points.files:
                 name, col = key.split("/", 1)
                 figure.setdefault(name, {})[col] = points[key].astype(np.float32)
-    order = {name: i for i, name in enumerate(DATASETS)}
-    records.sort(key=lambda r: order[r["dataset"]])  # stable: β and method order kept within a dataset
-    datasets = sorted({r["dataset"] for r in records}, key=order.__getitem__)
+    records.sort(
+        key=lambda r: DATASET_INDEX[r["dataset"]]
+    )  # stable: β and method order kept within a dataset
+    datasets = sorted({r["dataset"] for r in records}, key=DATASET_INDEX.__getitem__)
     first = metas[0]
     meta = first | {
         "config": first["config"] | {"datasets": datasets},
