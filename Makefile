@@ -165,10 +165,10 @@ bench-serve-inproc: $(STAMP)
 bench-toy: $(STAMP)
 	$(QIPO) toy bench --out docs/bench --threads 1
 
-# The same at the larger size that closes the short cells (hidden 256, 2 residual blocks, 4k steps, 100 Euler
-# steps): about 31 min of one core per dataset, so one resumable shard per dataset under
-# docs/bench/toy-large/shards/, merged into docs/bench/toy-large/toy.*. Two cores: two calls, each with its
-# own TOY_DATASETS.
+# The same at the large size (`--size large`: hidden 256, 2 residual blocks, 8k steps, 100 Euler steps): about
+# an hour of one core per dataset, so one resumable shard per dataset under docs/bench/toy-8k/shards/, merged
+# into docs/bench/toy-8k/toy.*. Two cores: two calls, each with its own TOY_DATASETS. The earlier 4k-step
+# run is docs/bench/toy-4k (TOY_SIZE="--size large --steps 4000" TOY_LARGE=docs/bench/toy-4k).
 TOY_DATASETS ?= 8gaussians swissroll moons rings checkerboard 2spirals
 .PHONY: bench-toy-large
 bench-toy-large: $(STAMP)

@@ -54,8 +54,8 @@ print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 "$PY" scripts/gpu_check.py --out "$OUT" --qipo "$QIPO" ${GPU_CHECK_ARGS:-}
 
 # Optional (GPU_TOY=1): the 2-D toy benchmark at a larger network and budget, on the GPU, into $OUT/toy.
-# GPU_TOY_ARGS overrides the size (default: hidden 256, 2 residual blocks, 4000 steps, 100 Euler steps).
+# GPU_TOY_ARGS overrides the size (default: --size large, the size of docs/bench/toy-8k).
 if [ "${GPU_TOY:-0}" = 1 ]; then
   $QIPO toy bench --out "$OUT/toy" --device cuda --threads 4 \
-    ${GPU_TOY_ARGS:---hidden 256 --blocks 2 --steps 4000 --ot-steps 100}
+    ${GPU_TOY_ARGS:---size large}
 fi

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# The 2-D toy benchmark at the larger size, one dataset per shard on one core (about 31 min each on CPU),
-# then `qipo toy merge` joins every finished shard into $TOY_LARGE/toy.{json,md,png}. Resumable: a
-# finished shard is skipped, so a run stopped between sittings loses at most the dataset it was on.
+# The 2-D toy benchmark at the large size (`qipo toy bench --size large`), one dataset per shard on one core
+# (about an hour each on CPU), then `qipo toy merge` joins every finished shard into
+# $TOY_LARGE/toy.{json,md,png}. Resumable: a finished shard is skipped, so a run stopped between sittings
+# loses at most the dataset it was on. TOY_SIZE=... TOY_LARGE=... run another size into another folder.
 # Usage: scripts/toy_shards.sh 2spirals swissroll ...   (two cores: two calls with different datasets)
 set -u
 cd "$(dirname "$0")/.."
-TOY_LARGE=${TOY_LARGE:-docs/bench/toy-large}
-TOY_SIZE=${TOY_SIZE:---hidden 256 --blocks 2 --steps 4000 --ot-steps 100}
+TOY_LARGE=${TOY_LARGE:-docs/bench/toy-8k}
+TOY_SIZE=${TOY_SIZE:---size large}
 for ds in "$@"; do
   dir="$TOY_LARGE/shards/$ds"
   if [ -f "$dir/toy.samples.npz" ]; then echo "skip $ds: $dir is finished"; continue; fi

@@ -12,10 +12,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from training.toy.bench import BenchConfig, checks, markdown
+from training.toy.bench import BenchConfig, bench_config, checks, markdown
 from training.toy.datasets import DATASETS, get_dataset
 from training.toy.exact import effective_sample_size, sample_tilted, tilt_weights
 from training.toy.metrics import kernel_mean, mmd, sliced_wasserstein
+from training.toy.models import ToyTrainConfig
 
 
 @pytest.fixture(autouse=True)
@@ -122,7 +123,22 @@ def test_cli_rejects_unknown_dataset_with_one_line(tmp_path: Path) -> None:
     assert res.exit_code == 1 and "unknown toy dataset 'nope'; choose from 8gaussians" in res.output
     res = CliRunner().invoke(toy_app, ["bench", "--out", str(tmp_path), "--betas", "1,x"])
     assert res.exit_code == 1 and "--betas takes comma-separated numbers" in res.output
+    res = CliRunner().invoke(toy_app, ["bench", "--out", str(tmp_path), "--size", "huge"])
+    assert res.exit_code == 1 and "--size takes one of small, large, got 'huge'" in res.output
+    res = CliRunner().invoke(toy_app, ["bench", "--out", str(tmp_path), "--quick", "--size", "large"])
+    assert res.exit_code == 1 and "--quick sets its own CI size" in res.output
     assert not (tmp_path / "toy.json").exists()
+
+
+def test_named_sizes_set_the_budget_and_explicit_flags_win() -> None:
+
+    assert bench_config().train == ToyTrainConfig()
+    large = bench_config("large", train={"steps": 20, "device": "cpu"}, datasets=("moons",))
+    assert large.train == ToyTrainConfig(steps=20, hidden=256, blocks=2, ot_steps=100)
+    assert large.datasets == ("moons",)
+    assert bench_config("large").train.steps == 8000
+    assert bench_config(quick=True, train={"steps": 7}).train.steps == 7
+    assert bench_config(quick=True).n_eval == 2000
 
 
 def test_checks_and_markdown_report_failures_honestly() -> None:
@@ -175,7 +191,6 @@ def test_efm_only_run_trains_one_net_per_beta_and_reports_only_its_claim(tmp_pat
 def test_a_dataset_subset_reproduces_the_full_runs_rows() -> None:
     """Seeds follow the dataset's place in the full list, so `--datasets X` rows equal the full bench's."""
     from training.toy.bench import run_bench
-    from training.toy.models import ToyTrainConfig
 
     small = ToyTrainConfig(steps=20, batch_size=128, ot_steps=4)
     base = {"betas": (3.0,), "methods": ("efm",), "n_eval": 300, "train_size": 5000, "projections": 32}
@@ -188,7 +203,6 @@ def test_merged_shards_equal_one_run_and_refuse_unlike_settings(tmp_path: Path) 
     """Two cores each run one dataset; `qipo toy merge` gives the full run's rows, table and figure."""
     from training.toy.bench import run_bench, write_outputs
     from training.toy.cli import toy_app
-    from training.toy.models import ToyTrainConfig
 
     small = ToyTrainConfig(steps=20, batch_size=128, ot_steps=4)
     base = {"betas": (3.0,), "methods": ("efm",), "n_eval": 300, "train_size": 5000, "projections": 32}
@@ -232,7 +246,6 @@ def test_exact_draw_baseline_is_replayed_for_old_runs_and_refuses_another_refere
     """`qipo toy exact` gives an earlier run the baseline a new run computes, from the seeds alone."""
     from training.toy.bench import run_bench, write_outputs
     from training.toy.cli import toy_app
-    from training.toy.models import ToyTrainConfig
 
     small = ToyTrainConfig(steps=20, batch_size=128, ot_steps=4)
     config = BenchConfig(

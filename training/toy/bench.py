@@ -24,7 +24,15 @@ import torch
 from training.toy.datasets import DATASETS, get_dataset
 from training.toy.exact import ResampleReport, sample_tilted
 from training.toy.metrics import kernel_mean, mmd, sliced_wasserstein
-from training.toy.models import Mode, ToyModel, ToyTrainConfig, make_path, sample_toy_model, train_toy_model
+from training.toy.models import (
+    TOY_SIZES,
+    Mode,
+    ToyModel,
+    ToyTrainConfig,
+    make_path,
+    sample_toy_model,
+    train_toy_model,
+)
 
 METHODS = ("efm", "ed", "cfm", "cfg")
 METHOD_LABELS = {"efm": "EFM", "ed": "ED", "cfg": "CFG-style", "cfm": "unguided p"}  # table, figure
@@ -67,6 +75,19 @@ class BenchConfig:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def bench_config(
+    size: str = "small", quick: bool = False, train: dict[str, Any] | None = None, **overrides: Any
+) -> BenchConfig:
+    """What `qipo toy bench` runs: a named size from `TOY_SIZES` (or `quick`, the CI size), with the
+    explicitly given training settings on top."""
+    if size not in TOY_SIZES:
+        raise ValueError(f"--size takes one of {', '.join(TOY_SIZES)}, got {size!r}")
+    if quick and size != "small":
+        raise ValueError("--quick sets its own CI size: drop --size or --quick")
+    config = BenchConfig.quick(**overrides) if quick else BenchConfig(train=TOY_SIZES[size], **overrides)
+    return replace(config, train=replace(config.train, **(train or {})))
 
 
 @dataclass
@@ -117,7 +138,7 @@ def run_bench(
 
     for name in config.datasets:
         rng, data, energy = dataset_stream(config, name)
-        base_seed = 10_000 * config.seed + 100 * DATASET_INDEX[name]
+        base_seed = dataset_seed(config, name)
         cfg_model = fit(name, data, energy, "ot", 1.0, "cfg", base_seed) if guided else None
         p_samples = sample_toy_model(cfg_model, n, tc.ot_steps, base_seed + 1) if cfg_model else None
         for bi, beta in enumerate(config.betas):
@@ -159,6 +180,11 @@ def dataset_stream(config: BenchConfig, name: str) -> tuple[np.random.Generator,
     rng = np.random.default_rng([config.seed, DATASET_INDEX[name]])
     data, energy = get_dataset(name).sample(config.train_size, rng)
     return rng, data, energy
+
+
+def dataset_seed(config: BenchConfig, name: str) -> int:
+    """The torch seed of a dataset's CFG pair; its β-th EFM / ED nets take this + 10·(β index + 1) (+1)."""
+    return 10_000 * config.seed + 100 * DATASET_INDEX[name]
 
 
 def draw_reference(

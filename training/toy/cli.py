@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -34,6 +33,10 @@ def bench(
     ] = False,
     datasets: Annotated[str | None, typer.Option(help="Comma-separated subset (default: all six)")] = None,
     betas: Annotated[str, typer.Option(help="Comma-separated β values")] = "1,3,10",
+    size: Annotated[
+        str,
+        typer.Option(help="Network and budget: small (hidden 128, 2k steps) or large (256, 2 blocks, 8k)"),
+    ] = "small",
     steps: Annotated[int | None, typer.Option(min=1, help="Training steps per model (override)")] = None,
     hidden: Annotated[int | None, typer.Option(min=8, help="VelocityNet width (override)")] = None,
     blocks: Annotated[int | None, typer.Option(min=0, help="Residual blocks (override)")] = None,
@@ -50,19 +53,9 @@ def bench(
     measure each against exact samples of q ∝ p·exp(−βE)."""
     import torch
 
-    from training.toy.bench import BenchConfig, run_bench, write_outputs
+    from training.toy.bench import bench_config, run_bench, write_outputs
 
     torch.set_num_threads(threads)
-    try:
-        overrides: dict[str, Any] = {"betas": _floats(betas), "seed": seed}
-        if datasets:
-            overrides["datasets"] = tuple(d.strip() for d in datasets.split(",") if d.strip())
-        if methods:
-            overrides["methods"] = tuple(m.strip() for m in methods.split(",") if m.strip())
-        config = BenchConfig.quick(**overrides) if quick else BenchConfig(**overrides)
-    except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from exc
     given = {
         "steps": steps,
         "hidden": hidden,
@@ -70,8 +63,17 @@ def bench(
         "batch_size": batch_size,
         "ot_steps": ot_steps,
     }
-    train: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
-    config = replace(config, train=replace(config.train, device=device, **train))
+    try:
+        overrides: dict[str, Any] = {"betas": _floats(betas), "seed": seed}
+        if datasets:
+            overrides["datasets"] = tuple(d.strip() for d in datasets.split(",") if d.strip())
+        if methods:
+            overrides["methods"] = tuple(m.strip() for m in methods.split(",") if m.strip())
+        train: dict[str, Any] = {k: v for k, v in given.items() if v is not None} | {"device": device}
+        config = bench_config(size, quick, train, **overrides)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
     result = run_bench(config, on_dataset=lambda partial: write_outputs(partial, out))
     paths = write_outputs(result, out)
     _print_claims(result.records)
