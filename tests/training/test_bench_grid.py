@@ -161,7 +161,8 @@ def test_summary_means_bold_best_and_missing_cells(tmp_path: Path) -> None:
     own = md.split("## Normalised score, own")[1]
     assert "| halfcheetah / medium | – | – | – |" in own  # no own refs: a missing score, not a zero
     # QIPO against its own BC: only seeds that have both, paired
-    assert [(p["dataset"], p["seeds"], p["gain_d4rl_style"]) for p in s["paired"]] == [
+    qipo_vs_bc = s["comparisons"][0]["rows"]
+    assert [(p["dataset"], p["seeds"], p["gain_d4rl_style"]) for p in qipo_vs_bc] == [
         ("medium", [0], [20.0]),
         ("medium-expert", [0], [-5.0]),
     ]

@@ -132,7 +132,6 @@ def summarise(records: list[Record]) -> dict[str, Any]:
         "action_noise": sorted(
             {r.get("action_noise", 1.0) for r in records if r["algo"] in ("bc", "qipo-ot")}
         ),
-        "paired": paired_gains(records),
         "bootstrap": {a: gap for a in algos if a != QIPO and (gap := bootstrap_gap(records, a))},
         "comparisons": [
             {"algo": algo, "base": base, "rows": rows}
