@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The 2-D toy benchmark at the large size (`qipo toy bench --size large`), one dataset per shard on one core
 # (about an hour each on CPU), then `qipo toy merge` joins every finished shard into
-# $TOY_LARGE/toy.{json,md,png}. Resumable: a finished shard is skipped, so a run stopped between sittings
-# loses at most the dataset it was on. TOY_SIZE=... TOY_LARGE=... run another size into another folder.
+# $TOY_LARGE/toy.{json,md,png}. Resumable: a finished shard is skipped, and an unfinished one resumes at its
+# next model from the checkpoints in <shard>/partial/ (small JSON; commit them to finish on another
+# machine). TOY_SIZE=... TOY_LARGE=... run another size into another folder.
 # Usage: scripts/toy_shards.sh 2spirals swissroll ...   (two cores: two calls with different datasets)
 set -u
 cd "$(dirname "$0")/.."

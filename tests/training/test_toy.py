@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -197,6 +198,57 @@ def test_a_dataset_subset_reproduces_the_full_runs_rows() -> None:
     both = run_bench(BenchConfig(datasets=("8gaussians", "moons"), train=small, **base), progress=False)
     alone = run_bench(BenchConfig(datasets=("moons",), train=small, **base), progress=False)
     assert [r for r in both.records if r["dataset"] == "moons"] == alone.records
+
+
+def test_a_stopped_run_resumes_at_its_next_model_with_the_same_numbers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Checkpoints: a run stopped after some models resumes without retraining them, and its records and
+    figure equal an uninterrupted run's; other settings never reuse them; a finished run leaves none."""
+    import training.toy.bench as bench
+
+    small = ToyTrainConfig(steps=20, batch_size=128, ot_steps=4, vp_steps=3)
+    config = BenchConfig(
+        datasets=("moons",),
+        betas=(1.0, 3.0),
+        n_eval=300,
+        train_size=5000,
+        projections=32,
+        exact_draws=2,
+        train=small,
+    )
+    whole = bench.run_bench(config, progress=False)
+    real, trained, stop_at = bench.train_toy_model, [], [3]
+
+    def record_beta(*args: Any, **kwargs: Any) -> Any:
+        if len(trained) in stop_at:
+            raise KeyboardInterrupt  # the session ends before the fourth model
+        trained.append(args[3])  # (data, energy, path, beta, ...)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(bench, "train_toy_model", record_beta)
+    with pytest.raises(KeyboardInterrupt):
+        bench.run_bench(config, progress=False, checkpoints=tmp_path)
+    assert sorted(p.name for p in (tmp_path / "moons").glob("*.json")) == [
+        "cfg.json",
+        "ed@1.json",
+        "efm@1.json",
+    ]
+
+    trained.clear()
+    stop_at.clear()
+    resumed = bench.run_bench(config, progress=False, checkpoints=tmp_path)
+    assert trained == [3.0, 3.0]  # only β = 3's EFM and ED nets were left
+    assert resumed.records == whole.records
+    for col, points in whole.figure_samples["moons"].items():
+        assert np.allclose(resumed.figure_samples["moons"][col], points, atol=2e-2)  # float16 when resumed
+    assert not tmp_path.exists()  # a finished run clears its checkpoints
+
+    (tmp_path / "moons").mkdir(parents=True)  # checkpoints of other settings are recomputed, not reused
+    bench.Checkpoints(tmp_path, replace(config, seed=1).as_dict()).save("moons", "cfg", [{"swd": -1.0}], {})
+    trained.clear()
+    assert bench.run_bench(config, progress=False, checkpoints=tmp_path).records == whole.records
+    assert len(trained) == 5
 
 
 def test_merged_shards_equal_one_run_and_refuse_unlike_settings(tmp_path: Path) -> None:

@@ -15,19 +15,19 @@ import platform
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
 
+from training.toy.checkpoint import Checkpoints
 from training.toy.datasets import DATASETS, get_dataset
 from training.toy.exact import ResampleReport, sample_tilted
 from training.toy.metrics import kernel_mean, mmd, sliced_wasserstein
 from training.toy.models import (
     TOY_SIZES,
-    Mode,
-    ToyModel,
     ToyTrainConfig,
     make_path,
     sample_toy_model,
@@ -98,79 +98,120 @@ class BenchResult:
     figure_samples: dict[str, dict[str, np.ndarray]]  # dataset -> column -> samples at figure_beta
 
 
+Samples = dict[tuple[int, str], np.ndarray]  # (β index, method) -> model samples
+Reference = tuple[np.ndarray, float, dict[str, float], ResampleReport]  # what `draw_reference` returns
+FIGURE_METHODS = ("efm", "ed", "cfg")  # the figure's columns after exact q
+
+
 def run_bench(
-    config: BenchConfig, progress: bool = True, on_dataset: Callable[[BenchResult], object] | None = None
+    config: BenchConfig,
+    progress: bool = True,
+    on_dataset: Callable[[BenchResult], object] | None = None,
+    checkpoints: Path | None = None,
 ) -> BenchResult:
     """Train, sample and measure everything; deterministic for a given config and thread count.
     `on_dataset` gets the partial result after each dataset (the CLI writes it, so a long run that is
-    stopped keeps what it finished)."""
+    stopped keeps what it finished); `checkpoints` keeps each finished model's records there, so a stopped
+    run resumes at the next model with the same numbers (see `training.toy.checkpoint`)."""
     from tqdm.auto import tqdm
 
     cpu0, wall0 = time.process_time(), time.perf_counter()
-    n, tc = config.n_eval, config.train
     fig_beta = max(config.betas)
-    methods = config.methods
-    guided = "cfm" in methods or "cfg" in methods  # both come from the one CFG pair
-    per_beta = 1 + ("ed" in methods)
+    guided = "cfm" in config.methods or "cfg" in config.methods  # both come from the one CFG pair
+    per_beta = 1 + ("ed" in config.methods)
     bar = tqdm(
         total=len(config.datasets) * (guided + per_beta * len(config.betas)),
         unit="model",
         disable=not progress,
     )
+    saved = Checkpoints(checkpoints, config.as_dict())
     records: list[Record] = []
     resampling: dict[str, dict[str, Any]] = {}
     figure: dict[str, dict[str, np.ndarray]] = {}
 
-    def fit(
-        name: str,
-        data: np.ndarray,
-        energy: np.ndarray,
-        kind: Literal["ot", "vp"],
-        beta: float,
-        mode: Mode,
-        seed: int,
-    ) -> ToyModel:
-        label = "cfg pair" if mode == "cfg" else f"{'efm' if kind == 'ot' else 'ed'} β={beta:g}"
-        bar.set_description(f"{name} {label}")
-        model = train_toy_model(data, energy, make_path(kind), beta, tc, seed, mode)
-        bar.update(1)
-        return model
-
     for name in config.datasets:
         rng, data, energy = dataset_stream(config, name)
-        base_seed = dataset_seed(config, name)
-        cfg_model = fit(name, data, energy, "ot", 1.0, "cfg", base_seed) if guided else None
-        p_samples = sample_toy_model(cfg_model, n, tc.ot_steps, base_seed + 1) if cfg_model else None
+        refs = [draw_reference(config, name, bi, rng) for bi in range(len(config.betas))]
+        for beta, ref in zip(config.betas, refs, strict=True):
+            resampling[f"{name}@{beta:g}"] = ref[3].as_dict()
+        models: list[tuple[str, str, Callable[[], Samples]]] = []  # (checkpoint unit, label, train + sample)
+        if guided:
+            models.append(("cfg", "cfg pair", partial(_cfg_pair, config, name, data, energy)))
         for bi, beta in enumerate(config.betas):
-            ref, kyy, baseline, report = draw_reference(config, name, bi, rng)
-            resampling[f"{name}@{beta:g}"] = report.as_dict()
-            seed = base_seed + 10 * (bi + 1)
-            efm = fit(name, data, energy, "ot", beta, "efm", seed)
-            samples = {"efm": sample_toy_model(efm, n, tc.ot_steps, seed + 2)}
-            if "ed" in methods:
-                ed = fit(name, data, energy, "vp", beta, "efm", seed + 1)
-                samples["ed"] = sample_toy_model(ed, n, tc.vp_steps, seed + 3)
-            if cfg_model is not None and p_samples is not None:
-                samples["cfm"] = p_samples
-                samples["cfg"] = sample_toy_model(cfg_model, n, tc.ot_steps, seed + 4, guidance=beta)
-            for method in (m for m in METHODS if m in samples):
-                records.append(
+            kinds: tuple[Literal["ot", "vp"], ...] = ("ot", "vp") if "ed" in config.methods else ("ot",)
+            for kind in kinds:
+                method = "efm" if kind == "ot" else "ed"
+                job = partial(_energy_weighted, config, name, data, energy, bi, kind)
+                models.append((f"{method}@{beta:g}", f"{method} β={beta:g}", job))
+        rows: list[Record] = []
+        shown: dict[str, np.ndarray] = {}
+        for unit, label, run in models:
+            done = saved.load(name, unit)
+            if done is None:
+                bar.set_description(f"{name} {label}")
+                samples = run()
+                done = (
+                    [measure(config, name, bi, m, x, refs[bi]) for (bi, m), x in samples.items()],
                     {
-                        "dataset": name,
-                        "beta": beta,
-                        "method": method,
-                        "swd": sliced_wasserstein(samples[method], ref, config.projections),
-                        "mmd": mmd(samples[method], ref, yy=kyy),
-                        **baseline,
-                    }
+                        m: x[:FIGURE_POINTS]
+                        for (bi, m), x in samples.items()
+                        if config.betas[bi] == fig_beta and m in FIGURE_METHODS
+                    },
                 )
-            if beta == fig_beta:
-                shown = [m for m in ("efm", "ed", "cfg") if m in samples]
-                figure[name] = {"exact q": ref} | {METHOD_LABELS[m]: samples[m] for m in shown}
+                saved.save(name, unit, *done)
+            rows += done[0]
+            shown |= done[1]
+            bar.update(1)
+        place = {(b, m): i for i, (b, m) in enumerate((b, m) for b in config.betas for m in METHODS)}
+        records += sorted(rows, key=lambda r: place[(r["beta"], r["method"])])  # the order of one full run
+        figure[name] = {"exact q": refs[config.betas.index(fig_beta)][0]} | {
+            METHOD_LABELS[m]: shown[m] for m in FIGURE_METHODS if m in shown
+        }
         if on_dataset is not None:
             on_dataset(BenchResult(records, _meta(config, resampling, cpu0, wall0), fig_beta, figure))
     bar.close()
+    saved.clear()
     return BenchResult(records, _meta(config, resampling, cpu0, wall0), fig_beta, figure)
+
+
+def _cfg_pair(config: BenchConfig, name: str, data: np.ndarray, energy: np.ndarray) -> Samples:
+    """The CFG pair: its label-0 branch is unguided p ("cfm", the same samples at every β) and its mixture
+    at guidance β is "cfg"."""
+    tc, seed = config.train, dataset_seed(config, name)
+    model = train_toy_model(data, energy, make_path("ot"), 1.0, tc, seed, "cfg")
+    p_samples = sample_toy_model(model, config.n_eval, tc.ot_steps, seed + 1)
+    out: Samples = {}
+    for bi, beta in enumerate(config.betas):
+        guided = sample_toy_model(model, config.n_eval, tc.ot_steps, _beta_seed(config, name, bi) + 4, beta)
+        out |= {(bi, "cfm"): p_samples, (bi, "cfg"): guided}
+    return out
+
+
+def _energy_weighted(
+    config: BenchConfig, name: str, data: np.ndarray, energy: np.ndarray, bi: int, kind: Literal["ot", "vp"]
+) -> Samples:
+    """EFM (OT path, Euler) or energy-weighted diffusion (VP path, DPM-Solver-2) at β index `bi`."""
+    tc = config.train
+    seed = _beta_seed(config, name, bi) + (kind == "vp")
+    model = train_toy_model(data, energy, make_path(kind), config.betas[bi], tc, seed, "efm")
+    steps = tc.ot_steps if kind == "ot" else tc.vp_steps
+    return {(bi, "efm" if kind == "ot" else "ed"): sample_toy_model(model, config.n_eval, steps, seed + 2)}
+
+
+def measure(
+    config: BenchConfig, name: str, bi: int, method: str, samples: np.ndarray, reference: Reference
+) -> Record:
+    """One record: the distances of a method's samples at β index `bi` to that β's reference, next to
+    what an exact sample scores (the floor and exact columns)."""
+    ref, kyy, baseline, _ = reference
+    return {
+        "dataset": name,
+        "beta": config.betas[bi],
+        "method": method,
+        "swd": sliced_wasserstein(samples, ref, config.projections),
+        "mmd": mmd(samples, ref, yy=kyy),
+        **baseline,
+    }
 
 
 def dataset_stream(config: BenchConfig, name: str) -> tuple[np.random.Generator, np.ndarray, np.ndarray]:
@@ -183,8 +224,13 @@ def dataset_stream(config: BenchConfig, name: str) -> tuple[np.random.Generator,
 
 
 def dataset_seed(config: BenchConfig, name: str) -> int:
-    """The torch seed of a dataset's CFG pair; its β-th EFM / ED nets take this + 10·(β index + 1) (+1)."""
+    """The torch seed of a dataset's CFG pair (its samples take +1)."""
     return 10_000 * config.seed + 100 * DATASET_INDEX[name]
+
+
+def _beta_seed(config: BenchConfig, name: str, bi: int) -> int:
+    """The seed of β index `bi`'s EFM net (ED: +1; their samples +2; the CFG mixture's samples +4)."""
+    return dataset_seed(config, name) + 10 * (bi + 1)
 
 
 def draw_reference(

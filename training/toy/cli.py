@@ -50,7 +50,8 @@ def bench(
     threads: Annotated[int, typer.Option(min=1, help="torch threads (the box is shared: keep 1)")] = 1,
 ) -> None:
     """Train EFM, energy-weighted diffusion, unguided CFM and CFG-style models on the six QGPO toys and
-    measure each against exact samples of q ∝ p·exp(−βE)."""
+    measure each against exact samples of q ∝ p·exp(−βE). A stopped run resumes at its next model when
+    the same command is run again (finished models wait in OUT/partial)."""
     import torch
 
     from training.toy.bench import bench_config, run_bench, write_outputs
@@ -74,7 +75,8 @@ def bench(
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
-    result = run_bench(config, on_dataset=lambda partial: write_outputs(partial, out))
+    # OUT/partial keeps each finished model until the run ends: rerunning the same command resumes there
+    result = run_bench(config, on_dataset=lambda part: write_outputs(part, out), checkpoints=out / "partial")
     paths = write_outputs(result, out)
     _print_claims(result.records)
     console.print(
