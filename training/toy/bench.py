@@ -118,7 +118,8 @@ def run_bench(
     cpu0, wall0 = time.process_time(), time.perf_counter()
     fig_beta = max(config.betas)
     guided = "cfm" in config.methods or "cfg" in config.methods  # both come from the one CFG pair
-    per_beta = 1 + ("ed" in config.methods)
+    kinds: tuple[Literal["ot", "vp"], ...] = ("ot", "vp") if "ed" in config.methods else ("ot",)  # EFM, ED
+    per_beta = len(kinds)
     bar = tqdm(
         total=len(config.datasets) * (guided + per_beta * len(config.betas)),
         unit="model",
@@ -138,7 +139,6 @@ def run_bench(
         if guided:
             models.append(("cfg", "cfg pair", partial(_cfg_pair, config, name, data, energy)))
         for bi, beta in enumerate(config.betas):
-            kinds: tuple[Literal["ot", "vp"], ...] = ("ot", "vp") if "ed" in config.methods else ("ot",)
             for kind in kinds:
                 method = "efm" if kind == "ot" else "ed"
                 job = partial(_energy_weighted, config, name, data, energy, bi, kind)
