@@ -18,8 +18,7 @@ from pathlib import Path
 
 import torch
 
-from training.toy.bench import bench_config, dataset_seed, dataset_stream, draw_reference
-from training.toy.metrics import mmd, sliced_wasserstein
+from training.toy.bench import bench_config, beta_seed, dataset_stream, draw_reference, measure
 from training.toy.models import make_path, sample_toy_model, train_toy_model
 
 
@@ -47,14 +46,15 @@ def main() -> None:
     bi = config.betas.index(args.beta)
     for b in range(bi + 1):  # earlier betas' references come first in the stream; draw them cheaply
         draws = args.exact_draws if b == bi else 1
-        ref, kyy, baseline, _ = draw_reference(replace(config, exact_draws=draws), args.dataset, b, rng)
-    seed = dataset_seed(config, args.dataset) + 10 * (bi + 1) + 1000 * args.seed_offset  # the bench's EFM net
+        reference = draw_reference(replace(config, exact_draws=draws), args.dataset, b, rng)
+    seed = beta_seed(config, args.dataset, bi) + 1000 * args.seed_offset  # offset 0: the bench's EFM net
     t0 = time.process_time()
     model = train_toy_model(data, energy, make_path("ot"), args.beta, config.train, seed, "efm")
     cpu = time.process_time() - t0
     args.out.parent.mkdir(parents=True, exist_ok=True)
     for k in (int(s) for s in args.sample_steps.split(",")):
         x = sample_toy_model(model, config.n_eval, k, seed + 2)
+        record = measure(config, args.dataset, bi, "efm", x, reference)
         row = {
             "label": args.label,
             "dataset": args.dataset,
@@ -63,10 +63,7 @@ def main() -> None:
             "train": config.train.as_dict(),
             "sample_steps": k,
             "train_cpu_s": round(cpu),
-            "swd": sliced_wasserstein(x, ref, config.projections),
-            "mmd": mmd(x, ref, yy=kyy),
-            "swd_exact": baseline["swd_exact"],
-            "swd_floor": baseline["swd_floor"],
+            **{key: record[key] for key in ("swd", "mmd", "swd_exact", "swd_floor")},
             "exact_draws": args.exact_draws,
         }
         print(json.dumps(row), flush=True)

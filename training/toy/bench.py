@@ -182,7 +182,7 @@ def _cfg_pair(config: BenchConfig, name: str, data: np.ndarray, energy: np.ndarr
     p_samples = sample_toy_model(model, config.n_eval, tc.ot_steps, seed + 1)
     out: Samples = {}
     for bi, beta in enumerate(config.betas):
-        guided = sample_toy_model(model, config.n_eval, tc.ot_steps, _beta_seed(config, name, bi) + 4, beta)
+        guided = sample_toy_model(model, config.n_eval, tc.ot_steps, beta_seed(config, name, bi) + 4, beta)
         out |= {(bi, "cfm"): p_samples, (bi, "cfg"): guided}
     return out
 
@@ -192,7 +192,7 @@ def _energy_weighted(
 ) -> Samples:
     """EFM (OT path, Euler) or energy-weighted diffusion (VP path, DPM-Solver-2) at β index `bi`."""
     tc = config.train
-    seed = _beta_seed(config, name, bi) + (kind == "vp")
+    seed = beta_seed(config, name, bi) + (kind == "vp")
     model = train_toy_model(data, energy, make_path(kind), config.betas[bi], tc, seed, "efm")
     steps = tc.ot_steps if kind == "ot" else tc.vp_steps
     return {(bi, "efm" if kind == "ot" else "ed"): sample_toy_model(model, config.n_eval, steps, seed + 2)}
@@ -228,14 +228,12 @@ def dataset_seed(config: BenchConfig, name: str) -> int:
     return 10_000 * config.seed + 100 * DATASET_INDEX[name]
 
 
-def _beta_seed(config: BenchConfig, name: str, bi: int) -> int:
+def beta_seed(config: BenchConfig, name: str, bi: int) -> int:
     """The seed of β index `bi`'s EFM net (ED: +1; their samples +2; the CFG mixture's samples +4)."""
     return dataset_seed(config, name) + 10 * (bi + 1)
 
 
-def draw_reference(
-    config: BenchConfig, name: str, bi: int, rng: np.random.Generator
-) -> tuple[np.ndarray, float, dict[str, float], ResampleReport]:
+def draw_reference(config: BenchConfig, name: str, bi: int, rng: np.random.Generator) -> Reference:
     """The reference sample of q for (dataset, β index) and what an exact sampler scores against it.
 
     `*_floor`: one other draw of the same resampling pool (the original floor). `*_exact`: the mean over

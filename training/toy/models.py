@@ -46,7 +46,8 @@ class ToyTrainConfig:
 
 # Named sizes for `qipo toy bench --size` (one definition for the Makefile, the shard runner and the GPU
 # check). "large" is the committed docs/bench/toy-8k run. Its 8,000 steps are what 2spirals at β = 10 needed:
-# 4,000 steps left EFM at 2.2x / 1.9x an exact sample over two seeds, 8,000 at 1.6x / 1.3x.
+# 4,000 steps left EFM at 2.2x / 2.0x an exact sample (0.0106) over two seeds, 8,000 at 1.6x / 1.3x
+# (scripts/toy_probe.py; docs/bench/toy-probes/2spirals-beta10.jsonl).
 TOY_SIZES: dict[str, ToyTrainConfig] = {
     "small": ToyTrainConfig(),
     "large": ToyTrainConfig(steps=8000, hidden=256, blocks=2, ot_steps=100),
