@@ -235,17 +235,27 @@ def test_a_stopped_run_resumes_at_its_next_model_with_the_same_numbers(
         "efm@1.json",
     ]
 
+    old = tmp_path / "moons" / "efm@1.json"  # as written before units carried their time
+    old.write_text(json.dumps({k: v for k, v in json.loads(old.read_text()).items() if k != "cpu_seconds"}))
+
     trained.clear()
     stop_at.clear()
     resumed = bench.run_bench(config, progress=False, checkpoints=tmp_path)
     assert trained == [3.0, 3.0]  # only β = 3's EFM and ED nets were left
     assert resumed.records == whole.records
+    meta = resumed.meta  # the two timed units' CPU is counted, the untimed one is named
+    assert (meta["resumed_models"], meta["untimed_models"]) == (3, 1)
+    assert 0 < meta["resumed_cpu_seconds"] <= meta["cpu_seconds"]
+    assert "3 model(s) resumed from checkpoints" in bench.markdown(resumed.records, meta)
+    assert whole.meta["resumed_models"] == 0
     for col, points in whole.figure_samples["moons"].items():
         assert np.allclose(resumed.figure_samples["moons"][col], points, atol=2e-2)  # float16 when resumed
     assert not tmp_path.exists()  # a finished run clears its checkpoints
 
     (tmp_path / "moons").mkdir(parents=True)  # checkpoints of other settings are recomputed, not reused
-    bench.Checkpoints(tmp_path, replace(config, seed=1).as_dict()).save("moons", "cfg", [{"swd": -1.0}], {})
+    bench.Checkpoints(tmp_path, replace(config, seed=1).as_dict()).save(
+        "moons", "cfg", bench.Unit([{"swd": -1.0}], {}, 1.0)
+    )
     trained.clear()
     assert bench.run_bench(config, progress=False, checkpoints=tmp_path).records == whole.records
     assert len(trained) == 5

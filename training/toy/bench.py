@@ -22,7 +22,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from training.toy.checkpoint import Checkpoints
+from training.toy.checkpoint import Checkpoints, Resumed, Unit
 from training.toy.datasets import DATASETS, get_dataset
 from training.toy.exact import ResampleReport, sample_tilted
 from training.toy.metrics import kernel_mean, mmd, sliced_wasserstein
@@ -125,7 +125,7 @@ def run_bench(
         unit="model",
         disable=not progress,
     )
-    saved = Checkpoints(checkpoints, config.as_dict())
+    saved, resumed = Checkpoints(checkpoints, config.as_dict()), Resumed()
     records: list[Record] = []
     resampling: dict[str, dict[str, Any]] = {}
     figure: dict[str, dict[str, np.ndarray]] = {}
@@ -149,18 +149,22 @@ def run_bench(
             done = saved.load(name, unit)
             if done is None:
                 bar.set_description(f"{name} {label}")
+                started = time.process_time()
                 samples = run()
-                done = (
+                done = Unit(
                     [measure(config, name, bi, m, x, refs[bi]) for (bi, m), x in samples.items()],
                     {
                         m: x[:FIGURE_POINTS]
                         for (bi, m), x in samples.items()
                         if config.betas[bi] == fig_beta and m in FIGURE_METHODS
                     },
+                    round(time.process_time() - started, 1),
                 )
-                saved.save(name, unit, *done)
-            rows += done[0]
-            shown |= done[1]
+                saved.save(name, unit, done)
+            else:
+                resumed.add(done)
+            rows += done.records
+            shown |= done.figure
             bar.update(1)
         place = {(b, m): i for i, (b, m) in enumerate((b, m) for b in config.betas for m in METHODS)}
         records += sorted(rows, key=lambda r: place[(r["beta"], r["method"])])  # the order of one full run
@@ -168,10 +172,12 @@ def run_bench(
             METHOD_LABELS[m]: shown[m] for m in FIGURE_METHODS if m in shown
         }
         if on_dataset is not None:
-            on_dataset(BenchResult(records, _meta(config, resampling, cpu0, wall0), fig_beta, figure))
+            on_dataset(
+                BenchResult(records, _meta(config, resampling, cpu0, wall0, resumed), fig_beta, figure)
+            )
     bar.close()
     saved.clear()
-    return BenchResult(records, _meta(config, resampling, cpu0, wall0), fig_beta, figure)
+    return BenchResult(records, _meta(config, resampling, cpu0, wall0, resumed), fig_beta, figure)
 
 
 def _cfg_pair(config: BenchConfig, name: str, data: np.ndarray, energy: np.ndarray) -> Samples:
@@ -286,7 +292,11 @@ def add_exact_baseline(records: list[Record], meta: dict[str, Any], draws: int) 
     return out
 
 
-def _meta(config: BenchConfig, resampling: dict[str, Any], cpu0: float, wall0: float) -> dict[str, Any]:
+def _meta(
+    config: BenchConfig, resampling: dict[str, Any], cpu0: float, wall0: float, resumed: Resumed
+) -> dict[str, Any]:
+    """Setup and cost of a run. `cpu_seconds` counts the models taken over from checkpoints too (their own
+    time, from the sitting that trained them); `wall_seconds` is this sitting's alone."""
     return {
         "config": config.as_dict(),
         "exact_sampler": {
@@ -298,8 +308,9 @@ def _meta(config: BenchConfig, resampling: dict[str, Any], cpu0: float, wall0: f
             "mmd": "sqrt of biased MMD^2, Gaussian kernel bandwidth 0.3",
             "floor": f"distance between two independent exact samples of {config.n_eval}",
         },
-        "cpu_seconds": round(time.process_time() - cpu0, 1),
+        "cpu_seconds": round(time.process_time() - cpu0 + resumed.cpu_seconds, 1),
         "wall_seconds": round(time.perf_counter() - wall0, 1),
+        **resumed.as_meta(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "machine": platform.machine(),
@@ -422,6 +433,14 @@ def markdown(records: list[Record], meta: dict[str, Any]) -> str:
         f"- {meta['cpu_seconds']:.0f} s CPU ({meta['wall_seconds']:.0f} s wall) on "
         f"{meta['torch_threads']} torch thread(s), torch {meta['torch']}, created {meta['created_at']}.",
     ]
+    if meta.get("resumed_models"):
+        n, untimed = meta["resumed_models"], meta.get("untimed_models", 0)
+        notes = [f"the CPU time includes the {meta['resumed_cpu_seconds']:.0f} s they took"] * (n > untimed)
+        notes += [f"{untimed} were saved without a time, so their CPU is not counted"] * (untimed > 0)
+        lines.append(
+            f"- {n} model(s) resumed from checkpoints of an earlier sitting: {'; '.join(notes)}; "
+            "the wall time leaves them out."
+        )
     if "shards" in meta:
         runs = "; ".join(f"`{s['dir']}`: {', '.join(s['datasets'])}" for s in meta["shards"])
         n = len(meta["shards"])
@@ -547,6 +566,7 @@ def merge_shards(shards: list[Path]) -> BenchResult:
         },
         "cpu_seconds": round(sum(m["cpu_seconds"] for m in metas), 1),
         "wall_seconds": round(sum(m["wall_seconds"] for m in metas), 1),
+        **{k: round(sum(m.get(k, 0) for m in metas), 1) for k in Resumed().as_meta()},
         "created_at": max(m["created_at"] for m in metas),
         "shards": [
             {"dir": s.name, "datasets": m["config"]["datasets"]} for s, m in zip(shards, metas, strict=True)
