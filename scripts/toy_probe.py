@@ -3,7 +3,9 @@
 The bench trains every method at every β; this trains one EFM net for one (dataset, β), so a budget can be
 chosen in minutes before the whole bench is rerun at it. With `--seed-offset 0` the net, its samples and
 the reference are exactly the bench's (2spirals β = 10 at the 4k-step size gives the bench's 0.0234).
-Each row (one per `--sample-steps` value) is appended to `--out` as JSON.
+Each row (one per `--sample-steps` value) is appended to `--out` as JSON. On 8gaussians a row also carries
+the mass of each mode (nearest centre) in the model's sample, in the reference and under q itself (the
+training sample reweighted by exp(−βE)), since there SWD mostly measures mass put in the wrong mode.
 
     OMP_NUM_THREADS=1 .venv/bin/python scripts/toy_probe.py --steps 8000 --label steps8k
 """
@@ -16,10 +18,19 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from training.toy.bench import bench_config, beta_seed, dataset_stream, draw_reference, measure
+from training.toy.datasets import EIGHT_GAUSSIAN_CENTERS
 from training.toy.models import make_path, sample_toy_model, train_toy_model
+
+
+def mode_masses(x: np.ndarray, weights: np.ndarray | None = None) -> list[float]:
+    """The share of `x` (weighted, if given) nearest each 8gaussians mode."""
+    nearest = np.argmin(((x[:, None, :] - EIGHT_GAUSSIAN_CENTERS[None]) ** 2).sum(-1), axis=1)
+    counts = np.bincount(nearest, weights=weights, minlength=len(EIGHT_GAUSSIAN_CENTERS))
+    return [round(float(c), 4) for c in counts / counts.sum()]
 
 
 def main() -> None:
@@ -66,6 +77,13 @@ def main() -> None:
             **{key: record[key] for key in ("swd", "mmd", "swd_exact", "swd_floor")},
             "exact_draws": args.exact_draws,
         }
+        if args.dataset == "8gaussians":
+            tilt = np.exp(-args.beta * (energy - energy.min()))
+            row["mode_masses"] = {
+                "model": mode_masses(x),
+                "reference": mode_masses(reference[0]),
+                "q": mode_masses(data, tilt),
+            }
         print(json.dumps(row), flush=True)
         with args.out.open("a") as f:
             f.write(json.dumps(row) + "\n")
