@@ -129,6 +129,7 @@ def run_bench(
     records: list[Record] = []
     resampling: dict[str, dict[str, Any]] = {}
     figure: dict[str, dict[str, np.ndarray]] = {}
+    place = {(b, m): i for i, (b, m) in enumerate((b, m) for b in config.betas for m in METHODS)}
 
     for name in config.datasets:
         rng, data, energy = dataset_stream(config, name)
@@ -166,7 +167,6 @@ def run_bench(
             rows += done.records
             shown |= done.figure
             bar.update(1)
-        place = {(b, m): i for i, (b, m) in enumerate((b, m) for b in config.betas for m in METHODS)}
         records += sorted(rows, key=lambda r: place[(r["beta"], r["method"])])  # the order of one full run
         figure[name] = {"exact q": refs[config.betas.index(fig_beta)][0]} | {
             METHOD_LABELS[m]: shown[m] for m in FIGURE_METHODS if m in shown
@@ -435,8 +435,11 @@ def markdown(records: list[Record], meta: dict[str, Any]) -> str:
     ]
     if meta.get("resumed_models"):
         n, untimed = meta["resumed_models"], meta.get("untimed_models", 0)
-        notes = [f"the CPU time includes the {meta['resumed_cpu_seconds']:.0f} s they took"] * (n > untimed)
-        notes += [f"{untimed} were saved without a time, so their CPU is not counted"] * (untimed > 0)
+        notes = []
+        if n > untimed:
+            notes.append(f"the CPU time includes the {meta['resumed_cpu_seconds']:.0f} s they took")
+        if untimed:
+            notes.append(f"{untimed} were saved without a time, so their CPU is not counted")
         lines.append(
             f"- {n} model(s) resumed from checkpoints of an earlier sitting: {'; '.join(notes)}; "
             "the wall time leaves them out."
