@@ -23,7 +23,7 @@ import torch
 
 from training.bench.grid import ALGOS, DATASETS, GridError, GridSettings, plan, run_grid
 from training.bench.summary import load_records, write_summary
-from training.data.mujoco import ENVS
+from training.data.suite import FAMILIES
 
 RUNS = Path("docs/bench/rl-runs")
 QUICK_RUNS = Path("build/bench-grid-quick")
@@ -36,8 +36,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="train and evaluate the selected runs that have no record yet")
-    run.add_argument("--envs", nargs="+", default=list(ENVS), choices=list(ENVS))
-    run.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    run.add_argument("--envs", nargs="+", default=list(FAMILIES), choices=list(FAMILIES))
+    run.add_argument(
+        "--datasets",
+        nargs="+",
+        default=None,
+        choices=list(DATASETS),
+        help="default: each env's suite datasets (training/data/suite.py)",
+    )
     run.add_argument("--algos", nargs="+", default=list(ALGOS), choices=list(ALGOS))
     run.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     run.add_argument(

@@ -77,18 +77,24 @@ def load_data(dataset: str, env: str | None) -> TransitionDataset:
 
 @data_app.command("make")
 def data_make(
-    env: Annotated[str, typer.Argument(help="pendulum | hopper | halfcheetah")] = "pendulum",
+    env: Annotated[
+        str, typer.Argument(help="pendulum | reacher | hopper | halfcheetah | walker2d")
+    ] = "pendulum",
     out: Annotated[Path, typer.Option(help="Root directory of the Minari datasets")] = Path("data"),
     kinds: Annotated[
         str | None,
         typer.Option(
-            help="Comma-separated. pendulum: expert,medium,random,mixed; "
-            "hopper/halfcheetah: random,medium,medium-replay,medium-expert (default: all)"
+            help="Comma-separated. pendulum: expert,medium,random,mixed; reacher: expert,noisy,random,mixed; "
+            "hopper/halfcheetah/walker2d: random,medium,medium-replay,medium-expert (default: all)"
         ),
     ] = None,
     episodes: Annotated[
-        int, typer.Option(min=1, help="pendulum: episodes per dataset (200 steps each)")
-    ] = 100,
+        int | None,
+        typer.Option(
+            min=1,
+            help="pendulum / reacher: episodes per dataset (200 / 50 steps each; default 100 / 1000)",
+        ),
+    ] = None,
     sac_steps: Annotated[int, typer.Option(min=1, help="MuJoCo: SAC steps of the medium policy")] = 100_000,
     expert_steps: Annotated[
         int | None, typer.Option(help="MuJoCo: further SAC steps for the expert (default: --sac-steps)")
@@ -107,22 +113,33 @@ def data_make(
     quiet: QuietOpt = False,
 ) -> None:
     """Generate datasets locally as Minari datasets (`<out>/<env>/<kind>-v0`)."""
+    from training.data.suite import check_kinds, family
+
     wanted = tuple(k.strip() for k in kinds.split(",") if k.strip()) if kinds else None
     progress = show_progress(quiet)
     try:
-        if env == "pendulum":
-            from training.data.pendulum import KINDS, make_pendulum_datasets
+        fam = family(env)
+        check_kinds(env, wanted or ())
+        if fam.generator == "pendulum":
+            from training.data.pendulum import make_pendulum_datasets
 
-            paths = make_pendulum_datasets(out.resolve(), wanted or KINDS, episodes, seed, progress=progress)
-        elif env in ("hopper", "halfcheetah"):
-            from training.data.mujoco import KINDS as MUJOCO_KINDS
+            paths = make_pendulum_datasets(
+                out.resolve(), wanted or fam.kinds, episodes or 100, seed, progress=progress
+            )
+        elif fam.generator == "reacher":
+            from training.data.reacher import DEFAULT_EPISODES, make_reacher_datasets
+
+            paths = make_reacher_datasets(
+                out.resolve(), wanted or fam.kinds, episodes or DEFAULT_EPISODES, seed, progress=progress
+            )
+        else:
             from training.data.mujoco import make_mujoco_datasets
 
             set_threads(threads)
             paths = make_mujoco_datasets(
                 env,
                 out.resolve(),
-                wanted or MUJOCO_KINDS,
+                wanted or fam.kinds,
                 sac_steps=sac_steps,
                 expert_steps=expert_steps,
                 transitions=transitions,
@@ -130,8 +147,6 @@ def data_make(
                 train=train_sac,
                 progress=progress,
             )
-        else:
-            raise fail(f"unknown env {env!r}: choose pendulum, hopper or halfcheetah")
     except (ValueError, RuntimeError) as exc:
         raise fail(str(exc)) from exc
     for kind, path in paths.items():

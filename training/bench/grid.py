@@ -31,7 +31,7 @@ from training.bench import cpu_model
 from training.bench.peers import PEERS, PeerAlgo, d3rlpy_version, train_peer
 from training.config import QIPOConfig
 from training.data import TransitionDataset, load_dataset
-from training.data.mujoco import ENVS
+from training.data.suite import FAMILIES, SuiteError, check_kinds
 from training.eval import ActFn, evaluate
 from training.qipo import QIPOTrainer
 
@@ -40,7 +40,8 @@ ALGOS: tuple[str, ...] = (QIPO, *PEERS)  # what a run trains
 FULL_NOISE = {"bc": "bc-noise1", QIPO: "qipo-ot-noise1"}  # one sample per state at action_noise 1
 # table order: each full-noise column beside its default
 RECORD_ALGOS: tuple[str, ...] = ("bc", FULL_NOISE["bc"], QIPO, FULL_NOISE[QIPO], "qipo-ot-bon", *PEERS)
-DATASETS: tuple[str, ...] = ("medium", "medium-replay", "medium-expert")
+# Every dataset kind of the suite (training.data.suite), in table order; each env's defaults are its `grid`.
+DATASETS: tuple[str, ...] = tuple(dict.fromkeys(k for f in FAMILIES.values() for k in (*f.grid, *f.kinds)))
 STEP_FIELDS = ("behavior_steps", "critic_steps", "improve_steps")  # K1, K2, K3: the budget `--steps` scales
 EVAL_SEED_BASE = 10_000  # env seeds of training seed s: 10_000 + 100·s + episode (as scripts/bench_rl.py)
 QUICK_STEPS = 60
@@ -91,19 +92,26 @@ def is_done(spec: RunSpec, out: Path) -> bool:
 
 
 def plan(
-    algos: Iterable[str], envs: Iterable[str], datasets: Iterable[str], seeds: Iterable[int]
+    algos: Iterable[str], envs: Iterable[str], datasets: Iterable[str] | None, seeds: Iterable[int]
 ) -> list[RunSpec]:
-    """Every combination, env-major, so one env's grid fills before the next starts."""
+    """Every combination, env-major, so one env's grid fills before the next starts. `datasets` None: each
+    env's own suite datasets (`training.data.suite.FAMILIES[env].grid`)."""
     for algo in algos:
         if algo not in ALGOS:
             raise GridError(f"unknown algo {algo!r}; choose from {list(ALGOS)} (bc comes with qipo-ot)")
+    envs, chosen = list(envs), None if datasets is None else list(datasets)
+    per_env: dict[str, list[str]] = {}
     for env in envs:
-        if env not in ENVS:
-            raise GridError(f"unknown env {env!r}; choose from {list(ENVS)}")
+        try:
+            kinds = list(FAMILIES[env].grid) if env in FAMILIES and chosen is None else chosen or []
+            check_kinds(env, kinds)
+        except SuiteError as exc:
+            raise GridError(str(exc)) from exc
+        per_env[env] = kinds
     return [
         RunSpec(algo, env, dataset, seed)
         for env in envs
-        for dataset in datasets
+        for dataset in per_env[env]
         for seed in seeds
         for algo in algos
     ]

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from training.bench.grid import DATASETS, FULL_NOISE, QIPO, RECORD_ALGOS, Record
-from training.data.mujoco import ENVS
+from training.data.suite import FAMILIES
 
 SCORES = {"normalized_d4rl_style": "D4RL-style", "normalized_own": "own"}
 METRICS = (*SCORES, "final_return", "last3_return")
@@ -75,7 +75,7 @@ def stats(values: list[float | None]) -> Stats | None:
 
 
 def _order(env: str, dataset: str) -> tuple[int, int, str, str]:
-    envs, kinds = list(ENVS), list(DATASETS)
+    envs, kinds = list(FAMILIES), list(DATASETS)
     return (
         envs.index(env) if env in envs else len(envs),
         kinds.index(dataset) if dataset in kinds else len(kinds),

@@ -1,5 +1,5 @@
-"""Tier-1 data: Hopper-v5 / HalfCheetah-v5 datasets from SAC behaviour policies, written as local Minari
-datasets (`<root>/<env>/<kind>-v0`), in the spirit of D4RL:
+"""Tier-1 data: Hopper-v5 / HalfCheetah-v5 / Walker2d-v5 datasets from SAC behaviour policies, written as
+local Minari datasets (`<root>/<env>/<kind>-v0`), in the spirit of D4RL:
 
 - random:        uniform random actions;
 - medium:        rollouts of the SAC policy after `sac_steps` (stochastic actions, as in D4RL);
@@ -29,9 +29,12 @@ from tqdm import tqdm
 from service.artifact import sha256_file
 from training.data.minari_io import Episode, rollout, write_minari
 from training.data.sac import NumpyActor, SACConfig, save_actor, train_sac
+from training.data.suite import FAMILIES, MUJOCO_KINDS
 
-ENVS = {"hopper": "Hopper-v5", "halfcheetah": "HalfCheetah-v5"}
-KINDS = ("random", "medium", "medium-replay", "medium-expert")
+# name → env id of every SAC-behaviour env (training.data.suite). Walker2d has no committed actor yet: its
+# first `qipo data make walker2d --train-sac` writes policies/walker2d.npz.
+ENVS = {name: f.env_id for name, f in FAMILIES.items() if f.generator == "mujoco"}
+KINDS = MUJOCO_KINDS
 POLICIES = Path(__file__).with_name("policies")
 REPLAY_SNAPSHOTS = 10
 GENERATION_FILE = "generation.json"
