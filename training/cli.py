@@ -419,7 +419,7 @@ def _train(
             return
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         for line in describe_summary(summary):
-            console.print(line)
+            console.print(line, markup=False, style="yellow" if line.startswith("warning:") else None)
         plot_learning_curves(out)
         if eval_episodes > 0 and ds.env_id:
             result = _final_eval(trainer, ds, cfg.seed, eval_episodes, progress)
@@ -459,9 +459,14 @@ def describe_summary(summary: dict[str, Any]) -> list[str]:
     """The run summary in the lines a user reads before any rollout."""
     lines = []
     critic = summary.get("critic")
+    check = summary.get("critic_check", {})
+    if check.get("method") == "n-step":  # episodes too short for whole returns (training.diagnostics)
+        against = f"held-out {check['horizon']}-step returns + γ^{check['horizon']}·Q"
+    else:
+        against = "held-out returns"
     if critic and critic.get("q_mc_corr") is not None:
         lines.append(
-            f"critic vs held-out returns: corr {critic['q_mc_corr']:.3f}, bias {critic['q_mc_bias']:+.2f} "
+            f"critic vs {against}: corr {critic['q_mc_corr']:.3f}, bias {critic['q_mc_bias']:+.2f} "
             f"({critic['q_mc_rows']} steps; reward scale {summary['reward_scale']:.4g})"
         )
     if critic and critic.get("q_data_rank") is not None:
@@ -476,6 +481,7 @@ def describe_summary(summary: dict[str, Any]) -> list[str]:
             f"renewal {r['renewal']} at step {r['step']}: β_eff {r['beta_eff']:.4g}, ESS/(M+1) "
             f"{r['ess_fraction']:.3f}, dataset-action weight {r['data_weight']:.3f}"
         )
+    lines += [f"warning: {w}" for w in summary.get("warnings", [])]
     return lines
 
 

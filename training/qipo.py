@@ -36,7 +36,13 @@ from training import distributed, optim
 from training.config import QIPOConfig
 from training.critic import Critic, IQLCritic, SoftmaxQCritic
 from training.data.dataset import TransitionDataset
-from training.diagnostics import advantage_vs_returns, critic_vs_returns, holdout_split, returns_to_go
+from training.diagnostics import (
+    advantage_vs_returns,
+    critic_vs_returns,
+    holdout_split,
+    return_check,
+    trust_warnings,
+)
 from training.efm import q_weights, weighted_matching_loss
 from training.networks import TwinQ, VelocityNet
 from training.paths import make_path
@@ -167,11 +173,16 @@ class QIPOTrainer:
         fraction = cfg.holdout_episodes if cfg.algo == "qipo" else 0.0
         train_rows, held = holdout_split(dataset.terminals, dataset.timeouts, fraction, cfg.seed)
         self.train_rows = torch.as_tensor(train_rows)
-        g, complete = returns_to_go(
-            self.r.cpu().numpy(), dataset.terminals, dataset.timeouts, cfg.gamma, int(3 / (1 - cfg.gamma))
+        # Monte-Carlo returns where episodes are long enough, else n-step returns closed by the critic
+        self.return_check = return_check(
+            self.r.cpu().numpy(),
+            dataset.terminals,
+            dataset.timeouts,
+            held,
+            cfg.gamma,
+            int(3 / (1 - cfg.gamma)),
         )
-        self.mc_rows = torch.as_tensor(held[complete[held]])
-        self.mc_returns = g[held[complete[held]]]
+        self.mc_rows = torch.as_tensor(self.return_check.rows)
         k = min(ADVANTAGE_ROWS, len(self.mc_rows))  # evenly spaced over the held-out steps, fixed
         self.adv_index = (np.arange(k) * len(self.mc_rows)) // max(k, 1)
         self._advantage_at: tuple[int, dict[str, float | None]] | None = None  # (step, result)
@@ -371,7 +382,16 @@ class QIPOTrainer:
         if len(self.mc_rows) == 0:
             return {"q_mc_corr": None, "q_mc_bias": None, "q_mc_rows": 0}
         q = self.critic.q.q_min(self.s[self.mc_rows], self.a[self.mc_rows]).cpu().numpy()
-        return critic_vs_returns(q.astype(np.float64), self.mc_returns)
+        return critic_vs_returns(q.astype(np.float64), self.check_returns())
+
+    @torch.inference_mode()
+    def check_returns(self) -> np.ndarray:
+        """The held-out targets of `return_check` under the current critic (n-step ones bootstrap from it)."""
+        check = self.return_check
+        if not check.needs_q:
+            return check.targets()
+        boot = torch.as_tensor(check.boot_rows)
+        return check.targets(self.critic.q.q_min(self.s[boot], self.a[boot]).cpu().numpy())
 
     @torch.inference_mode()
     def advantage_diagnostics(self) -> dict[str, Any]:
@@ -400,7 +420,7 @@ class QIPOTrainer:
         q_samples = self.score(self.s[rows], samples)
         q_data = self.critic.q.q_min(self.s[rows], self.a[rows])
         out = advantage_vs_returns(
-            q_data.cpu().numpy(), q_samples.cpu().numpy(), self.mc_returns[self.adv_index]
+            q_data.cpu().numpy(), q_samples.cpu().numpy(), self.check_returns()[self.adv_index]
         )
         self._advantage_at = (self.step, out)
         return dict(out)
@@ -408,14 +428,19 @@ class QIPOTrainer:
     def summary(self) -> dict[str, Any]:
         """What a user reads before any rollout: the critic's checks (within states: against the current
         policy's samples) and how peaked each renewal was. `sample_dtype` is what `sample_precision: auto`
-        resolved to on this machine: support sets (so scores) depend on it."""
+        resolved to on this machine: support sets (so scores) depend on it. `critic_check` says what the
+        critic was compared with (Monte-Carlo or n-step returns); `warnings` what looks untrustworthy."""
         out: dict[str, Any] = {
             "reward_scale": self.reward_scale,
             "sample_dtype": str(self.sample_dtype).removeprefix("torch."),
             "renewals": self.renewal_log,
+            "critic_check": self.return_check.describe(),
         }
         if self.k2 > 0 and self.step >= self.k1:
             out["critic"] = self.critic_diagnostics() | self.advantage_diagnostics()
+        out["warnings"] = trust_warnings(
+            out.get("critic"), self.renewal_log, self.cfg.support_size, out["critic_check"]
+        )
         return out
 
     # ----- one step of each phase -------------------------------------------------------------------

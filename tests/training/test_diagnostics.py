@@ -17,7 +17,9 @@ from training.diagnostics import (
     critic_vs_returns,
     episode_bounds,
     holdout_split,
+    return_check,
     returns_to_go,
+    trust_warnings,
 )
 from training.metrics import MetricsWriter, plot_learning_curves
 from training.qipo import ADVANTAGE_KEYS, QIPOTrainer
@@ -167,3 +169,87 @@ def identical(a: object, b: object) -> bool:
     if isinstance(a, list | tuple):
         return isinstance(b, list | tuple) and len(a) == len(b) and all(map(identical, a, b))
     return a == b
+
+
+# ----- short episodes: the n-step check, and the warnings ---------------------------------------------
+def test_short_timed_out_episodes_get_n_step_targets_that_bootstrap_from_q() -> None:
+    gamma, length = 0.99, 50
+    rng = np.random.default_rng(0)
+    rewards = rng.normal(size=4 * length)
+    terminals, timeouts = np.zeros(4 * length, bool), np.zeros(4 * length, bool)
+    timeouts[length - 1 :: length] = True
+    terminals[4 * length - 1], timeouts[4 * length - 1] = True, False  # the last episode terminates
+    held = np.arange(4 * length)
+    assert returns_to_go(rewards, terminals, timeouts, gamma, 300)[1][: 3 * length].sum() == 0  # MC: blank
+    check = return_check(rewards, terminals, timeouts, held, gamma, horizon=300)
+    assert check.method == "n-step" and check.horizon == length // 2
+    q = rng.normal(size=4 * length)
+    targets = dict(zip(check.rows.tolist(), check.targets(q[check.boot_rows]), strict=True))
+    n = check.horizon
+    for t in range(4 * length):
+        end = (t // length + 1) * length - 1
+        if t + n <= end:  # bootstrapped n steps later, inside the episode
+            expected = sum(gamma**k * rewards[t + k] for k in range(n)) + gamma**n * q[t + n]
+            assert targets[t] == pytest.approx(expected)
+        elif t >= 3 * length:  # the terminated episode's tail: its whole return, exact
+            assert targets[t] == pytest.approx(sum(gamma**k * r for k, r in enumerate(rewards[t : end + 1])))
+        else:  # a truncated tail: no target
+            assert t not in targets
+    assert check.describe() | {"bootstrap_discount": None} == {
+        "method": "n-step",
+        "horizon": n,
+        "rows": 3 * n + length,
+        "bootstrapped_rows": 4 * n,
+        "bootstrap_discount": None,
+    }
+
+
+def test_long_episodes_keep_monte_carlo_returns() -> None:
+    rewards, terminals, timeouts = chain_episodes(4, 400)
+    check = return_check(rewards, terminals, timeouts, np.arange(1600), 0.99, horizon=300)
+    g, complete = returns_to_go(rewards, terminals, timeouts, 0.99, 300)
+    assert check.method == "monte-carlo" and not check.needs_q
+    assert np.array_equal(check.rows, np.flatnonzero(complete)) and np.allclose(check.targets(), g[complete])
+    empty = return_check(rewards, terminals, timeouts, np.zeros(0, np.int64), 0.99, horizon=300)
+    assert empty.method == "none" and len(empty.rows) == 0
+
+
+def test_the_critic_check_returns_numbers_on_50_step_episodes(tmp_path: Path) -> None:
+    """The held-out task that left a user with no diagnostics: Reacher's 50-step episodes at γ 0.99."""
+    pytest.importorskip("mujoco", reason="Reacher-v5 needs gymnasium[mujoco]")
+    from training.data.reacher import make_reacher_datasets
+
+    path = make_reacher_datasets(tmp_path, ("mixed",), episodes=20, seed=0, progress=False)["mixed"]
+    steps = {"behavior_steps": 30, "critic_steps": 60, "improve_steps": 20, "renew_every": 10}
+    cfg = QIPOConfig.model_validate(TINY_CONFIG | steps | {"holdout_episodes": 0.2})
+    trainer = QIPOTrainer(load_dataset(path), cfg, progress=False)
+    trainer.fit()
+    summary = trainer.summary()
+    assert summary["critic_check"]["method"] == "n-step" and summary["critic_check"]["horizon"] == 25
+    assert summary["critic_check"]["rows"] == 4 * 25
+    critic = summary["critic"]
+    assert all(critic[k] is not None for k in ("q_mc_corr", "q_mc_bias", "adv_mc_corr", "q_data_rank"))
+    assert isinstance(summary["warnings"], list)
+    lines = describe_summary(summary)
+    assert any(line.startswith("critic vs held-out 25-step returns") for line in lines)
+
+
+def test_warnings_name_what_looks_untrustworthy() -> None:
+    check = {"method": "monte-carlo", "horizon": 300, "rows": 500}
+    healthy = {"q_mc_corr": 0.9, "adv_mc_corr": 0.3}
+    renewal = {"renewal": 3, "ess_fraction": 0.19, "data_weight": 0.53}
+    assert trust_warnings(healthy, [renewal], 16, check) == []
+    assert trust_warnings(None, [], 16, check) == []  # no critic (BC): nothing to judge
+    cases = {
+        "q_mc_corr 0.10": ({"q_mc_corr": 0.1, "adv_mc_corr": 0.3}, renewal, check),
+        "adv_mc_corr -0.05": ({"q_mc_corr": 0.9, "adv_mc_corr": -0.05}, renewal, check),
+        "collapsed": (healthy, renewal | {"ess_fraction": 1.2 / 17}, check),
+        "≈ 1": (healthy, renewal | {"data_weight": 0.97}, check),
+        "≈ 0": (healthy, renewal | {"data_weight": 0.01}, check),
+        "no held-out episode": (healthy, renewal, check | {"rows": 0}),
+    }
+    for needle, (critic, last, chk) in cases.items():
+        found = trust_warnings(critic, [last], 16, chk)
+        assert len(found) == 1 and needle in found[0], (needle, found)
+    lines = describe_summary({"reward_scale": 1.0, "renewals": [], "warnings": ["w1", "w2"]})
+    assert lines == ["warning: w1", "warning: w2"]
