@@ -39,13 +39,15 @@ WORKDIR /src
 RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 # Install the extra's dependencies against empty package stubs (and an empty README): this layer is cached
-# until pyproject.toml changes.
+# until pyproject.toml or the client distribution changes. qipo-client (the wire contract the server
+# imports) is not on an index: it is installed from clients/python in the same command.
 COPY pyproject.toml ./
+COPY clients/python/ clients/python/
 # Versions come from pyproject.toml's ranges (pin them there or pass a constraints file), not this file.
 # hadolint ignore=DL3013
 RUN mkdir -p service training \
     && touch service/__init__.py training/__init__.py README.md \
-    && pip install ".[${QIPO_EXTRA}]" \
+    && pip install ./clients/python ".[${QIPO_EXTRA}]" \
     && pip uninstall -y qipo-serve \
     && rm -rf service training build ./*.egg-info README.md
 COPY pyproject.toml README.md* ./
@@ -85,12 +87,13 @@ WORKDIR /src
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 COPY pyproject.toml ./
+COPY clients/python/ clients/python/
 # Versions come from pyproject.toml's ranges (pin them there or pass a constraints file), not this file.
 # hadolint ignore=DL3013
 RUN mkdir -p service training \
     && touch service/__init__.py training/__init__.py README.md \
     && pip install "${TORCH_SPEC}" \
-    && pip install '.[cpu,train]' \
+    && pip install ./clients/python '.[cpu,train]' \
     && pip uninstall -y qipo-serve \
     && rm -rf service training build ./*.egg-info README.md
 COPY service/ service/

@@ -10,17 +10,18 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 DEMO ?= build/demo
 
-.PHONY: setup demo test test-all lint fmt clean
+.PHONY: setup demo test test-all test-client lint fmt clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 
 # torch first, pinned to the CPU wheel: the `train` extra's range is satisfied by it, so pip never
-# resolves a multi-GB CUDA build.
-$(STAMP): pyproject.toml | $(BIN)/python
+# resolves a multi-GB CUDA build. The client distribution (clients/python) is not on an index: it is
+# installed from the checkout in the same command as the package that depends on it.
+$(STAMP): pyproject.toml clients/python/pyproject.toml | $(BIN)/python
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[cpu,train,dev]'
+	$(PIP) install -q -e ./clients/python -e '.[cpu,train,dev]'
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -36,14 +37,33 @@ test-all: $(STAMP)
 	bash scripts/redis-up.sh
 	$(BIN)/pytest -q
 
+# The robot's side installed alone: a fresh venv gets qipo-client (first bare, to show it pulls nothing of
+# the server, then with its `ws` extra and pytest) and runs the client's own tests against a live server.
+CLIENT_VENV ?= build/client-venv
+SERVER_ONLY := fastapi starlette uvicorn redis onnxruntime torch
+test-client: $(STAMP)
+	rm -rf $(CLIENT_VENV)
+	$(PY) -m venv $(CLIENT_VENV)
+	$(CLIENT_VENV)/bin/pip install -q --upgrade pip
+	$(CLIENT_VENV)/bin/pip install -q ./clients/python
+	$(CLIENT_VENV)/bin/python -c 'import importlib.util as u, sys, qipo_client; \
+	  found = [m for m in sys.argv[1:] if u.find_spec(m)]; \
+	  sys.exit(f"qipo-client pulled server packages: {found}" if found else 0)' $(SERVER_ONLY)
+	$(CLIENT_VENV)/bin/pip install -q './clients/python[ws]' pytest
+	bash scripts/redis-up.sh
+	$(BIN)/python scripts/client_check.py --python $(CLIENT_VENV)/bin/python
+
+LINTED := service training tests clients/python scripts/client_check.py
 lint: $(STAMP)
-	$(BIN)/ruff check service training tests
-	$(BIN)/ruff format --check service training tests
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/mypy service training
+	$(BIN)/mypy --strict service clients/python/qipo_client
+	cd clients/python && ../../$(BIN)/mypy qipo_client
 
 fmt: $(STAMP)
-	$(BIN)/ruff format service training tests
-	$(BIN)/ruff check --fix service training tests
+	$(BIN)/ruff format $(LINTED)
+	$(BIN)/ruff check --fix $(LINTED)
 
 clean:
 	rm -rf build .qipo-cache .pytest_cache .mypy_cache .ruff_cache

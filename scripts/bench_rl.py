@@ -75,9 +75,7 @@ def run_one(
 
     def score() -> dict[str, Any]:
         policy = trainer.policy()
-        return evaluate(
-            policy.act_numpy, data.env_id or "", episodes, seed=eval_seed, own_refs=own, progress=False
-        )
+        return evaluate(policy, data.env_id or "", episodes, seed=eval_seed, own_refs=own, progress=False)
 
     started = time.perf_counter()
     trainer.fit(until=trainer.k1)

@@ -74,9 +74,9 @@ def main() -> None:
         for scale in scales:
             pol = trainer.policy("sample", noise_scale=scale)
             key = "sample" if scale == 1 else f"sample@{scale:g}"
-            point[key] = ev(step, pol.act_numpy)["return"]
+            point[key] = ev(step, pol)["return"]
         bon = trainer.policy("best-of-n")
-        point["best-of-n"] = ev(step, bon.act_numpy, noise_dim=bon.noise_dim)["return"]
+        point["best-of-n"] = ev(step, bon)["return"]
         curve.append(point)
         print(json.dumps({"name": args.name, **point, **(trainer.renewal_log[-1:] or [{}])[0]}), flush=True)
 

@@ -25,9 +25,10 @@ from typing import Any
 
 import numpy as np
 from annotated_types import Ge, Gt, Lt, MaxLen
-from fastapi import Request, Response, WebSocket, WebSocketDisconnect
+from fastapi import Request, Response, WebSocket, WebSocketDisconnect, status
 from fastapi.routing import APIRoute, APIWebSocketRoute
 from pydantic import ValidationError
+from qipo_client.wire import ActRequest, ActResponse
 from starlette.routing import BaseRoute
 from starlette.types import Receive, Scope, Send
 
@@ -36,7 +37,6 @@ from service.batcher import BatchError, MicroBatcher
 from service.metrics import Metrics
 from service.models import LoadedModel, ModelManager, ModelNotLoaded
 from service.settings import ServeSettings
-from service.wire import ActRequest, ActResponse
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,9 @@ class ActError(Exception):
 def unprocessable(field: str | list[str | int], msg: str) -> ActError:
     """A 422 in FastAPI's own shape, naming the field and what to do."""
     loc = [field] if isinstance(field, str) else field
-    return ActError(422, [{"loc": ["body", *loc], "msg": msg, "type": "value_error"}])
+    return ActError(
+        status.HTTP_422_UNPROCESSABLE_CONTENT, [{"loc": ["body", *loc], "msg": msg, "type": "value_error"}]
+    )
 
 
 def validation_detail(exc: ValidationError) -> list[dict[str, Any]]:
@@ -191,7 +193,7 @@ def _validated(obj: Any) -> ActRequest:
     try:
         return ActRequest.model_validate(codec.to_plain(obj))
     except ValidationError as exc:
-        raise ActError(422, validation_detail(exc)) from None
+        raise ActError(status.HTTP_422_UNPROCESSABLE_CONTENT, validation_detail(exc)) from None
 
 
 def states_for(inp: ActInput, obs_dim: int, max_rows: int) -> bool:
@@ -236,10 +238,10 @@ class ActService:
         rid = rid if rid is not None else request_id
         policy = model.policy
         try:
-            if inp is None or not states_for(inp, policy.obs_dim, self.settings.max_batch_rows):
+            if inp is None or not states_for(inp, policy.metadata.obs_dim, self.settings.max_batch_rows):
                 # The slow path names the field, row and reason (and takes what the fast one could not).
                 body = body or _validated(obj)
-                rows = checked_rows(body, policy.obs_dim, self.settings.max_batch_rows)
+                rows = checked_rows(body, policy.metadata.obs_dim, self.settings.max_batch_rows)
                 inp = ActInput(
                     np.array(rows, dtype=np.float32),
                     body.state is not None,
@@ -291,7 +293,7 @@ class ActService:
         try:
             if kind not in codec.MEDIA_TYPES:
                 raise ActError(
-                    415,
+                    status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
                     f"Content-Type {kind!r} is not accepted; send application/json or application/msgpack",
                 )
             try:
@@ -302,13 +304,13 @@ class ActService:
         except ActError as exc:
             self.count(exc.status, started)
             return exc.status, codec.encode(_error_body(exc), codec.JSON), codec.JSON, exc.headers
-        self.count(200, started)
+        self.count(status.HTTP_200_OK, started)
         reply_kind = (
             codec.MSGPACK
             if kind == codec.MSGPACK or (accept is not None and _MSGPACK_BYTES in accept)
             else codec.JSON
         )
-        return 200, codec.encode(reply, reply_kind), reply_kind, None
+        return status.HTTP_200_OK, codec.encode(reply, reply_kind), reply_kind, None
 
     async def asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
         """`POST /act` as a plain ASGI app: one pass over the headers, the body, one reply."""
@@ -354,10 +356,14 @@ def pick_served(manager: ModelManager) -> ModelPicker:
             model = manager.choose(robot_id, ref)
         except ModelNotLoaded as exc:
             if exc.not_yet:  # a rolling upgrade's lag: the balancer retries on another replica
-                raise ActError(503, str(exc), {"Retry-After": "1"}) from None
-            raise ActError(409, str(exc)) from None
+                raise ActError(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), {"Retry-After": "1"}) from None
+            raise ActError(status.HTTP_409_CONFLICT, str(exc)) from None
         if model is None:
-            raise ActError(503, f"no model loaded: {manager.last_error or 'loading'}", {"Retry-After": "1"})
+            raise ActError(
+                status.HTTP_503_SERVICE_UNAVAILABLE,
+                f"no model loaded: {manager.last_error or 'loading'}",
+                {"Retry-After": "1"},
+            )
         return model
 
     return pick
@@ -372,15 +378,23 @@ ACT_OPENAPI: dict[str, Any] = {
     }
 }
 ACT_RESPONSES: dict[int | str, dict[str, Any]] = {
-    409: {"description": "`model` names an alias or older version this replica does not hold"},
-    413: {"description": "Body larger than max_body_bytes"},
-    415: {"description": "Content-Type is neither application/json nor application/msgpack"},
-    422: {"description": "Invalid request: the detail names the field and why"},
-    503: {
+    status.HTTP_409_CONFLICT: {
+        "description": "`model` names an alias or older version this replica does not hold"
+    },
+    status.HTTP_413_CONTENT_TOO_LARGE: {"description": "Body larger than max_body_bytes"},
+    status.HTTP_415_UNSUPPORTED_MEDIA_TYPE: {
+        "description": "Content-Type is neither application/json nor application/msgpack"
+    },
+    status.HTTP_422_UNPROCESSABLE_CONTENT: {
+        "description": "Invalid request: the detail names the field and why"
+    },
+    status.HTTP_503_SERVICE_UNAVAILABLE: {
         "description": "No model ready, queue full, shutting down, or `model` pins a version newer than "
         "this replica holds yet (see Retry-After)"
     },
-    504: {"description": "deadline_ms cannot be met: no action is sent, use the robot's fallback"},
+    status.HTTP_504_GATEWAY_TIMEOUT: {
+        "description": "deadline_ms cannot be met: no action is sent, use the robot's fallback"
+    },
 }
 
 
@@ -430,7 +444,10 @@ def act_routes(service: ActService) -> list[BaseRoute]:
                     data = (message.get("text") or "").encode()
                 try:
                     if len(data) > service.settings.max_body_bytes:
-                        raise ActError(413, f"message of {len(data)} bytes is over max_body_bytes")
+                        raise ActError(
+                            status.HTTP_413_CONTENT_TOO_LARGE,
+                            f"message of {len(data)} bytes is over max_body_bytes",
+                        )
                     try:
                         obj = codec.unpackb(data) if kind == codec.MSGPACK else codec.loads_json(data)
                     except codec.CodecError as exc:

@@ -9,14 +9,14 @@ from __future__ import annotations
 import hmac
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends, HTTPException, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
 from service import canary
 from service.deps import FollowerDep, ManagerDep, SettingsDep
-from service.registry import ConflictError, NotFoundError, RegistryError, UnavailableError
+from service.registry import CANARY_ALIAS, ConflictError, NotFoundError, RegistryError, UnavailableError
 
 bearer = HTTPBearer(auto_error=False)
 
@@ -26,18 +26,19 @@ async def require_admin(
 ) -> None:
     if settings.admin_token is None or not settings.admin_token.get_secret_value():
         raise HTTPException(
-            403, detail="admin routes are disabled: set QIPO_ADMIN_TOKEN on the server to enable"
+            status.HTTP_403_FORBIDDEN,
+            detail="admin routes are disabled: set QIPO_ADMIN_TOKEN on the server to enable",
         )
     if credentials is None:
         raise HTTPException(
-            401,
+            status.HTTP_401_UNAUTHORIZED,
             detail="admin routes need `Authorization: Bearer <QIPO_ADMIN_TOKEN>`",
             headers={"WWW-Authenticate": "Bearer"},
         )
     if not hmac.compare_digest(
         credentials.credentials.encode(), settings.admin_token.get_secret_value().encode()
     ):
-        raise HTTPException(403, detail="admin token is wrong")
+        raise HTTPException(status.HTTP_403_FORBIDDEN, detail="admin token is wrong")
 
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
@@ -56,12 +57,14 @@ class PromoteRequest(BaseModel):
 
 def _http_error(exc: RegistryError) -> HTTPException:
     if isinstance(exc, ConflictError):
-        return HTTPException(409, detail=str(exc))
+        return HTTPException(status.HTTP_409_CONFLICT, detail=str(exc))
     if isinstance(exc, NotFoundError):
-        return HTTPException(404, detail=str(exc))
+        return HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc))
     if isinstance(exc, UnavailableError):
-        return HTTPException(503, detail=str(exc), headers={"Retry-After": "1"})
-    return HTTPException(400, detail=str(exc))
+        return HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc), headers={"Retry-After": "1"}
+        )
+    return HTTPException(status.HTTP_400_BAD_REQUEST, detail=str(exc))
 
 
 @router.post("/reload")
@@ -80,7 +83,7 @@ async def promote(body: PromoteRequest, manager: ManagerDep, follower: FollowerD
 
     def run() -> dict[str, Any]:
         reg = manager.registry
-        if body.alias == canary.CANARY_ALIAS and body.canary_share is not None:
+        if body.alias == CANARY_ALIAS and body.canary_share is not None:
             move = canary.start(reg, name, body.ref, body.canary_share)
         elif body.expected is not None:
             move = reg.set_alias(name, body.alias, reg.resolve(name, body.ref), expected=body.expected)

@@ -13,14 +13,13 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import cast
 
 from fastapi import FastAPI
 
 from service import __version__
 from service.act import ActService, act_routes, pick_served
 from service.admin import router as admin_router
-from service.batcher import BatchConfig, Executor, MicroBatcher
+from service.batcher import BatchConfig, MicroBatcher
 from service.deps import Services, attach
 from service.follower import Follower, load_at_startup
 from service.metrics import Metrics
@@ -46,7 +45,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
             max_queue_delay_ms=settings.max_queue_delay_ms,
             queue_timeout_ms=settings.queue_timeout_ms,
             max_queue_rows=settings.max_queue_rows,
-            executor=cast(Executor, settings.batch_executor),
+            executor=settings.batch_executor,
         ),
         metrics,
         seed=settings.seed,

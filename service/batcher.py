@@ -29,7 +29,9 @@ within the run-to-run noise (docs/bench/serve.md), so the default is the one wit
 
 Rows are independent in the graph and ONNX Runtime's CPU kernels give bit-identical rows whatever the batch,
 so a request gets the same action for the same seed alone or batched (tested). The batcher knows models only
-through `service.policy.Policy`; the seed-to-noise rule is `service.policy.seeded_noise`.
+through the `Policy` contract (`qipo_client.policy`: `infer(states, noise)` gives bounded actions, and the
+rows at a bound of `metadata` are flagged `clipped`); the seed-to-noise rule is the contract's
+`seeded_noise`, the one a robot's `seed` and `training.eval` use too.
 
 Robot safety lives here too: a request whose deadline cannot be met is answered "no action" (504) before
 any compute is spent on it, and an action finished after its deadline is never sent.
@@ -43,16 +45,16 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
+from starlette import status as http
 
 from service.metrics import Metrics
-from service.policy import Policy, seeded_noise
+from service.policy import Policy, at_bound, seeded_noise
+from service.settings import Executor
 
 log = logging.getLogger(__name__)
 
-Executor = Literal["inline", "thread"]
 SOLO_AFTER = 2  # one-request flushes in a row (no second request seen in their pass) before solo flushes
 NOISE_POOL_ROWS = 4096
 _EMPTY = np.empty((0, 0), dtype=np.float32)
@@ -62,7 +64,7 @@ _Outcome = tuple[np.ndarray, np.ndarray, float]  # actions [B, A], saturated row
 class BatchError(Exception):
     """A request the batcher answers without an action; `status` is the HTTP status to send."""
 
-    status = 503
+    status = http.HTTP_503_SERVICE_UNAVAILABLE
     retry_after: str | None = "1"
 
     def __init__(self, detail: str) -> None:
@@ -71,12 +73,12 @@ class BatchError(Exception):
 
 
 class DeadlineExceeded(BatchError):
-    status = 504
+    status = http.HTTP_504_GATEWAY_TIMEOUT
     retry_after = None
 
 
 class Overloaded(BatchError):
-    status = 503
+    status = http.HTTP_503_SERVICE_UNAVAILABLE
 
 
 @dataclass(frozen=True)
@@ -350,9 +352,11 @@ class MicroBatcher:
     def _compute(self, batch: list[_Item]) -> _Outcome:
         policy = batch[0].policy
         states = batch[0].states if len(batch) == 1 else np.concatenate([item.states for item in batch])
-        noise = self._noise(batch, policy.noise_dim, len(states))
+        meta = policy.metadata
+        noise = self._noise(batch, meta.noise_width, len(states))
         start = time.perf_counter()
-        actions, saturated = policy.act(states, noise)
+        actions = policy.infer(states, noise)
+        saturated = at_bound(actions, meta.action_low, meta.action_high)
         return actions, saturated, time.perf_counter() - start
 
     def _finish(

@@ -31,7 +31,7 @@ from prometheus_client.utils import floatToGoString
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
-disable_created_metrics()  # process-wide: the locked types below must not emit `_created` either
+disable_created_metrics()  # type: ignore[no-untyped-call]  # prometheus_client leaves it unannotated; process-wide: the locked types below must not emit `_created` either
 
 
 class LoopHistogram:
@@ -56,7 +56,7 @@ class LoopHistogram:
         cumulative, running = [], 0
         for bound, count in zip(self.bounds, self.counts, strict=True):
             running += count
-            cumulative.append((floatToGoString(bound), running))
+            cumulative.append((floatToGoString(bound), running))  # type: ignore[no-untyped-call]  # unannotated upstream
         return HistogramMetricFamily(self.name, self.documentation, buckets=cumulative, sum_value=self.sum)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import orjson
+from starlette import status
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
@@ -60,7 +61,9 @@ class BodySizeLimit:
             {"detail": f"{what} is over the {self.max_bytes}-byte limit (max_body_bytes); send fewer states"}
         )
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send(
+            {"type": "http.response.start", "status": status.HTTP_413_CONTENT_TOO_LARGE, "headers": headers}
+        )
         await send({"type": "http.response.body", "body": body})
 
 

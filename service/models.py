@@ -9,6 +9,7 @@ served until it has been idle for `drain_seconds`. A failed load never replaces 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import threading
@@ -19,7 +20,7 @@ from typing import Any
 
 from service import canary
 from service.metrics import Metrics
-from service.policy import Policy
+from service.policy import ServedPolicy
 from service.registry import CANARY_ALIAS, NotFoundError, Registry, UnavailableError
 from service.runtime import OnnxPolicy
 from service.settings import ServeSettings
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 class LoadedModel:
     name: str
     version: int
-    policy: Policy
+    policy: ServedPolicy
     loaded_at: float = field(default_factory=time.monotonic)
     # Only the drain step reads it, and only for retired models: set when a model is retired and when a
     # request pins a retired one (requests to the served slots never write it).
@@ -143,6 +144,7 @@ class ModelManager:
                 cuda_graph=self.settings.ort_cuda_graph,
                 graph_rows=self.settings.max_batch_size,
             )
+            policy.metadata = dataclasses.replace(policy.metadata, version=version)
             policy.warmup(self.settings.warmup_batches)
         except Exception:
             shutil.rmtree(artifact, ignore_errors=True)  # a bad cached copy is pulled again next time

@@ -50,7 +50,7 @@ def openapi_with_dims(app: FastAPI, manager: ModelManager) -> dict[str, Any]:
     model = manager.current
     if model is None:
         return schema
-    dim = {"minItems": model.policy.obs_dim, "maxItems": model.policy.obs_dim}
+    dim = {"minItems": model.policy.metadata.obs_dim, "maxItems": model.policy.metadata.obs_dim}
     body = schema["paths"]["/act"]["post"]["requestBody"]["content"]["application/json"]
     props = body["schema"]["properties"]
     props["state"]["anyOf"][0] |= dim

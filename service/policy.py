@@ -1,47 +1,44 @@
-"""The one interface the serving path needs from a model, and the rule that turns a seed into noise.
+"""What the server needs from a model beyond the client contract, and the bounds guarantee.
 
-`Policy` is what the micro-batcher calls: `act(states, noise)` gives actions already inside the manifest's
-bounds plus which rows sit at a bound, so every caller gets the same robot-safety guarantee without knowing
-how the model runs. `service.runtime.OnnxPolicy` implements it; a test double or another runtime can too.
+The contract itself (`Policy`: `infer(states, noise)`, `reset()`, `metadata`; the seed → noise rule) lives in
+the client distribution, `qipo_client.policy`, and is imported here, so a robot, `training.eval` and the
+micro-batcher all hold the same definition. `ServedPolicy` adds what only serving needs: the verified
+manifest (for `/v1/models`) and a warm-up before the first robot is answered.
 
-`seeded_noise` is the seed-to-noise rule. A request that sends `seed` gets exactly this noise, and
-`training.eval` draws its in-process noise with the same function, so an evaluation through the server
-reproduces an in-process one and the two cannot drift apart.
+`Bounds` keeps actions inside the manifest's bounds and says which rows sit at one (`clipped` in a reply),
+so every caller gets the same robot-safety guarantee without knowing how the model runs.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple, Protocol
+from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
+from qipo_client.policy import Noise, Policy, PolicyMetadata, Seeds, seeded_noise
 
 from service.artifact import Manifest
 
+__all__ = [
+    "SMALL_ACTIONS",
+    "Bounds",
+    "Noise",
+    "Policy",
+    "PolicyMetadata",
+    "Seeds",
+    "ServedPolicy",
+    "at_bound",
+    "seeded_noise",
+]
 
-class Actions(NamedTuple):
-    actions: np.ndarray  # [B, A] float32, inside [low, high]
-    saturated: np.ndarray  # [B] bool: the row has a component at (or clipped to) a bound
 
-
-class Policy(Protocol):
-    """A loaded sampler: states [B, obs_dim] and noise [B, noise_dim] (float32) → bounded actions."""
+class ServedPolicy(Policy, Protocol):
+    """A `Policy` loaded from a verified artifact, as the model manager holds it."""
 
     @property
     def manifest(self) -> Manifest: ...
 
-    @property
-    def obs_dim(self) -> int: ...
-
-    @property
-    def act_dim(self) -> int: ...
-
-    @property
-    def noise_dim(self) -> int: ...
-
-    @property
-    def bounds(self) -> Bounds: ...
-
-    def act(self, states: np.ndarray, noise: np.ndarray) -> Actions: ...
+    def warmup(self, batches: int) -> None: ...
 
 
 # Up to this many action values, plain Python floats clamp and flag faster than NumPy: each ufunc call on a
@@ -62,39 +59,44 @@ class Bounds:
         self.low_list: list[float] = self.low.tolist()
         self.high_list: list[float] = self.high.tolist()
 
-    def apply(self, raw: np.ndarray) -> Actions:
-        """Clamp `raw` (float32 [B, A], modified in place) into [low, high] and flag the rows at a bound.
+    def clamp(self, raw: np.ndarray) -> np.ndarray:
+        """Clamp `raw` (float32 [B, A], modified in place) into [low, high] and return it.
 
         The exported graph clamps already; this keeps the guarantee for any graph and for the last ulp of
-        its rounding. Both ways give the same result, NaN included (it stays NaN and is not flagged, as with
-        `np.maximum`/`np.minimum`); tests/service/test_policy_bounds.py holds them to it.
+        its rounding. NaN stays NaN (as with `np.maximum`/`np.minimum`) on both paths;
+        tests/service/test_policy_bounds.py holds them to it.
         """
         if raw.size <= SMALL_ACTIONS:
-            return self._apply_small(raw)
-        np.maximum(raw, self.low, out=raw)
-        np.minimum(raw, self.high, out=raw)
-        at_bound = np.less_equal(raw, self.low)
-        np.logical_or(at_bound, np.greater_equal(raw, self.high), out=at_bound)
-        return Actions(raw, np.logical_or.reduce(at_bound, axis=1))
-
-    def _apply_small(self, raw: np.ndarray) -> Actions:
-        low, high = self.low_list, self.high_list
-        flags = []
-        for i, row in enumerate(raw.tolist()):
-            at = False
-            for j, x in enumerate(row):
-                if x <= low[j]:
-                    at = True
+            low, high = self.low_list, self.high_list
+            for i, row in enumerate(raw.tolist()):
+                for j, x in enumerate(row):
                     if x < low[j]:
                         raw[i, j] = low[j]
-                elif x >= high[j]:
-                    at = True
-                    if x > high[j]:
+                    elif x > high[j]:
                         raw[i, j] = high[j]
+            return raw
+        np.maximum(raw, self.low, out=raw)
+        np.minimum(raw, self.high, out=raw)
+        return raw
+
+    def at_bound(self, actions: np.ndarray) -> np.ndarray:
+        """bool [B]: the row has a component at a bound (after `clamp`: at it or clipped to it)."""
+        return at_bound(actions, self.low_list, self.high_list)
+
+
+def at_bound(actions: np.ndarray, low: Sequence[float], high: Sequence[float]) -> np.ndarray:
+    """bool [B]: which rows of `actions` [B, A] have a component at (or beyond) a bound; NaN is not."""
+    if actions.size <= SMALL_ACTIONS:
+        flags = []
+        for row in actions.tolist():
+            at = False
+            for j, x in enumerate(row):
+                if x <= low[j] or x >= high[j]:
+                    at = True
+                    break
             flags.append(at)
-        return Actions(raw, np.array(flags, dtype=bool))
-
-
-def seeded_noise(seed: int, rows: int, width: int) -> np.ndarray:
-    """The noise [rows, width] (float32) that `seed` stands for: standard normal from `default_rng(seed)`."""
-    return np.random.default_rng(seed).standard_normal((rows, width), dtype=np.float32)
+        return np.array(flags, dtype=bool)
+    hit = np.less_equal(actions, np.asarray(low, dtype=np.float32))
+    np.logical_or(hit, np.greater_equal(actions, np.asarray(high, dtype=np.float32)), out=hit)
+    rows: np.ndarray = np.logical_or.reduce(hit, axis=1)
+    return rows

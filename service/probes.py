@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import orjson
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, status
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -40,7 +40,11 @@ async def healthz() -> dict[str, str]:
 @probe("/readyz", "A verified model is loaded (503 with the reason if not)")
 async def readyz(manager: ManagerDep, follower: FollowerDep) -> Response:
     body = {**manager.status(), "registry": follower.status()}  # serving a verified model = ready
-    return Response(orjson.dumps(body), 200 if body["ready"] else 503, media_type="application/json")
+    return Response(
+        orjson.dumps(body),
+        status.HTTP_200_OK if body["ready"] else status.HTTP_503_SERVICE_UNAVAILABLE,
+        media_type="application/json",
+    )
 
 
 @probe("/v1/models", "The loaded model and its manifest")
@@ -48,10 +52,12 @@ async def models(manager: ManagerDep) -> dict[str, Any]:
     try:
         model = manager.choose()
     except ModelNotLoaded as exc:
-        raise HTTPException(409, detail=str(exc)) from exc
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from exc
     if model is None:
         raise HTTPException(
-            503, detail=f"no model loaded: {manager.last_error or 'loading'}", headers={"Retry-After": "1"}
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            detail=f"no model loaded: {manager.last_error or 'loading'}",
+            headers={"Retry-After": "1"},
         )
     return {
         "name": model.name,

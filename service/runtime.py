@@ -1,7 +1,8 @@
-"""ONNX Runtime session for one verified artifact: the only place the server touches onnxruntime.
+"""ONNX Runtime session for one verified artifact (CUDA graph capture lives in `service.cuda_graphs`).
 
-`OnnxPolicy` is the `service.policy.Policy` the server runs: `run` is the graph alone (what the benchmark
-times as the sampler), `act` is `run` plus the bounds guarantee.
+`OnnxPolicy` is the `Policy` (qipo_client.policy) the server, `qipo eval ARTIFACT` and export checks run:
+it loads only after every file's sha256 matches the manifest, and `infer` is the graph plus the bounds
+guarantee. `run` is the graph alone (what the benchmark times as the sampler).
 
 On the CPU provider `run` calls the session's compiled `run` (`InferenceSession._sess.run`) without the
 Python wrapper around it: the wrapper re-checks, per call, that the feed names every input, that no OrtValue
@@ -22,16 +23,18 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
+from qipo_client.policy import as_states, resolve_noise
 
 from service.artifact import POLICY_FILE, ArtifactError, Manifest, verify_artifact
 from service.cuda_graphs import CudaGraphSampler, try_capture
-from service.policy import Actions, Bounds
+from service.policy import Bounds, Noise, PolicyMetadata
+from service.settings import Provider
 
 log = logging.getLogger(__name__)
 _OUTPUTS = ["action"]
 
 
-def choose_providers(choice: str = "auto") -> list[str]:
+def choose_providers(choice: Provider = "auto") -> list[str]:
     """`auto`: CUDA when this onnxruntime build and machine offer it, else CPU; `cpu`; `cuda`, or an
     ArtifactError that says how to get it (a GPU replica must not quietly serve from its CPU)."""
     available = ort.get_available_providers()
@@ -47,20 +50,23 @@ def choose_providers(choice: str = "auto") -> list[str]:
     return ["CPUExecutionProvider"]
 
 
-@dataclass
+@dataclass(eq=False)
 class OnnxPolicy:
-    """A loaded fused sampler: `act(state[B,S], noise[B,N]) -> Actions` (action[B,A] in env units)."""
+    """A loaded fused sampler: `infer(state [B,S], noise [B,N]) -> action [B,A]` in env units, in bounds."""
 
     manifest: Manifest
     session: ort.InferenceSession
     bounds: Bounds
     load_seconds: float
+    metadata: PolicyMetadata
     io_binding: bool = False  # CUDA: bind inputs/outputs explicitly instead of letting run() copy twice
     graphs: CudaGraphSampler | None = None  # CUDA + `cuda_graph`: captured graphs for batches up to a bucket
     # (output names, feed, run options) -> outputs: the session's `run`, or its compiled core (see above)
     _run: Callable[[list[str], dict[str, np.ndarray], Any], Sequence[Any]] | None = field(
         default=None, repr=False
     )
+    # Noise for `infer(states)` without any: a caller that wants reproducible noise passes Seeds.
+    _rng: np.random.Generator = field(default_factory=np.random.default_rng, repr=False)
 
     @classmethod
     def load(
@@ -68,7 +74,7 @@ class OnnxPolicy:
         artifact_dir: Path,
         intra_threads: int = 1,
         inter_threads: int = 1,
-        provider: str = "auto",
+        provider: Provider = "auto",
         cuda_graph: bool = False,
         graph_rows: int = 256,
     ) -> OnnxPolicy:
@@ -99,6 +105,7 @@ class OnnxPolicy:
             session=session,
             bounds=Bounds(np.asarray(manifest.action_low), np.asarray(manifest.action_high)),
             load_seconds=0.0,
+            metadata=metadata_of(manifest),
             io_binding=session.get_providers()[0] == "CUDAExecutionProvider",
         )
         policy._run = None if policy.io_binding else _direct_run(session, manifest)
@@ -125,9 +132,16 @@ class OnnxPolicy:
     def noise_dim(self) -> int:
         return self.manifest.noise_width
 
-    def act(self, states: np.ndarray, noise: np.ndarray) -> Actions:
-        """Bounded actions and the rows at a bound (the `Policy` interface)."""
-        return self.bounds.apply(self.run(states, noise))
+    def infer(self, states: np.ndarray, noise: Noise = None) -> np.ndarray:
+        """Actions [B, A] inside the manifest's bounds (the `Policy` contract). The batcher passes float32
+        arrays of the right shapes (ONNX Runtime checks them); anything else is converted first."""
+        if type(noise) is not np.ndarray or type(states) is not np.ndarray:
+            states = as_states(states, self.obs_dim)
+            noise = resolve_noise(noise, len(states), self.noise_dim, self._rng)
+        return self.bounds.clamp(self.run(states, noise))
+
+    def reset(self) -> None:
+        """Stateless: every call stands alone."""
 
     def run(self, state: np.ndarray, noise: np.ndarray) -> np.ndarray:
         """The graph's raw output [B, A] float32 (a fresh array the caller may modify)."""
@@ -137,7 +151,8 @@ class OnnxPolicy:
             return self._act_bound(state, noise)
         run = self._run or self.session.run
         (action,) = run(_OUTPUTS, {"state": state, "noise": noise}, None)
-        return action if action.dtype == np.float32 else action.astype(np.float32)
+        out: np.ndarray = action if action.dtype == np.float32 else action.astype(np.float32)
+        return out
 
     def _act_bound(self, state: np.ndarray, noise: np.ndarray) -> np.ndarray:
         """GPU path: one host→device copy per input, output allocated on the device and copied back once."""
@@ -161,6 +176,20 @@ class OnnxPolicy:
                 action = self.run(state, noise)
                 if action.shape != (size, self.act_dim) or not np.isfinite(action).all():
                     raise ArtifactError(f"warm-up produced a bad action of shape {action.shape}")
+
+
+def metadata_of(manifest: Manifest, version: int | None = None) -> PolicyMetadata:
+    """A manifest as the contract's `PolicyMetadata`."""
+    return PolicyMetadata(
+        name=manifest.name,
+        version=version,
+        obs_dim=manifest.obs_dim,
+        act_dim=manifest.act_dim,
+        noise_dim=manifest.noise_width,
+        action_low=tuple(manifest.action_low),
+        action_high=tuple(manifest.action_high),
+        env_id=manifest.env_id or manifest.dataset.get("env_id"),
+    )
 
 
 def _direct_run(

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Choices are Literal types, so pydantic refuses anything else at start-up and mypy checks every use.
+Provider = Literal["auto", "cpu", "cuda"]
+Executor = Literal["inline", "thread"]
 
 
 class ServeSettings(BaseSettings):
@@ -23,9 +28,8 @@ class ServeSettings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535, description="Bind port")
     ort_intra_threads: int = Field(1, ge=1, description="ONNX Runtime intra-op threads (1 is fastest here)")
     ort_inter_threads: int = Field(1, ge=1, description="ONNX Runtime inter-op threads")
-    ort_provider: str = Field(
+    ort_provider: Provider = Field(
         "auto",
-        pattern="^(auto|cpu|cuda)$",
         description="ONNX Runtime provider: auto (CUDA when offered), cpu, or cuda (fail if not offered)",
     )
     ort_cuda_graph: bool = Field(
@@ -59,9 +63,8 @@ class ServeSettings(BaseSettings):
     max_queue_rows: int = Field(
         default=4096, ge=1, description="Rows allowed to wait; beyond it /act answers 503"
     )
-    batch_executor: str = Field(
+    batch_executor: Executor = Field(
         default="inline",
-        pattern="^(inline|thread)$",
         description="Run ONNX inline on the event loop, or in one worker thread (GPU, long calls)",
     )
     drain_timeout_s: float = Field(

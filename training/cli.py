@@ -6,16 +6,18 @@ import json
 import logging
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-import numpy as np
 import typer
+from qipo_client.policy import Policy
 from rich.console import Console
 from rich.table import Table
+
+from service.artifact import MANIFEST_NAME
 
 if TYPE_CHECKING:
     from training.data import TransitionDataset
@@ -444,15 +446,7 @@ def _final_eval(
     policy = trainer.policy().to(torch.device("cpu"))
     refs = ds.ref_scores
     own = (refs["ref_min_score"], refs["ref_max_score"]) if len(refs) == 2 else None
-    return evaluate(
-        policy.act_numpy,
-        ds.env_id,
-        episodes,
-        seed=seed + 10_000,
-        noise_dim=policy.noise_dim,
-        own_refs=own,
-        progress=progress,
-    )
+    return evaluate(policy, ds.env_id, episodes, seed=seed + 10_000, own_refs=own, progress=progress)
 
 
 def describe_summary(summary: dict[str, Any]) -> list[str]:
@@ -485,56 +479,49 @@ def describe_summary(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _act_fn_for(path: Path) -> tuple[Any, str]:
-    """A run or artifact directory → (act_fn, label)."""
-    loaded = _policy_for(path)
-    return loaded.act, loaded.label
-
-
 @dataclass
-class LoadedPolicy:
-    """A policy to evaluate, with the dims and env its run or manifest records."""
+class Target:
+    """One thing `qipo eval` evaluates: a `Policy`, how to name it, the env it records, and how to let go
+    of it (a server's connection pool)."""
 
-    act: Any
+    policy: Policy
     label: str
-    noise_dim: int
-    obs_dim: int
-    act_dim: int
     env_id: str | None
+    what: str  # how messages name it
+    close: Callable[[], None] = lambda: None
 
 
-def _policy_for(path: Path) -> LoadedPolicy:
-    """A run directory (torch checkpoint) or an artifact directory (ONNX) → the policy and its record."""
-    if (path / "manifest.json").exists():
-        import onnxruntime as ort
-
-        from service.artifact import ArtifactError, read_manifest
+def open_target(path: Path) -> Target:
+    """A run directory (torch checkpoint) or an artifact directory, loaded as the server loads it: every
+    file's sha256 checked against the manifest, bounds applied (`OnnxPolicy`). ValueError says why not."""
+    if (path / MANIFEST_NAME).exists():
+        from service.artifact import ArtifactError
+        from service.runtime import OnnxPolicy
 
         try:
-            manifest = read_manifest(path)
+            artifact = OnnxPolicy.load(path, provider="cpu")
         except ArtifactError as exc:
-            raise ValueError(str(exc)) from exc
-        session = ort.InferenceSession(str(path / "policy.onnx"), providers=["CPUExecutionProvider"])
-
-        def act(state: np.ndarray, noise: np.ndarray) -> np.ndarray:
-            return np.asarray(session.run(["action"], {"state": state, "noise": noise})[0])
-
-        env_id = manifest.env_id or manifest.dataset.get("env_id")
-        return LoadedPolicy(
-            act, f"{path.name} (onnx)", manifest.noise_width, manifest.obs_dim, manifest.act_dim, env_id
-        )
+            raise ValueError(f"{path}: {exc}") from exc
+        return Target(artifact, f"{path.name} (onnx)", artifact.metadata.env_id, f"{path}")
     from training.qipo import policy_from_checkpoint
 
     policy, cfg, _ = policy_from_checkpoint(path)
-    norm = policy.normalizer
-    return LoadedPolicy(
-        policy.act_numpy,
-        f"{path.name} ({cfg.algo})",
-        policy.noise_dim,
-        norm.obs_dim,
-        norm.act_dim,
-        recorded_env(path),
-    )
+    return Target(policy, f"{path.name} ({cfg.algo})", recorded_env(path), f"{path}")
+
+
+def open_server(url: str) -> Target:
+    """The policy served at `url` (`RemotePolicy`: seeded requests reproduce an in-process evaluation of
+    the same artifact); the env is the served manifest's."""
+    from qipo_client import RemotePolicy, ServerError
+
+    remote = RemotePolicy(url)
+    try:
+        meta = remote.metadata
+    except ServerError as exc:
+        remote.close()
+        raise fail(f"server {url}: cannot read /v1/models ({exc})") from exc
+    what = f"server {url} ({meta.name} v{meta.version})"
+    return Target(remote, f"{url} (server)", meta.env_id, what, remote.close)
 
 
 def recorded_env(run: Path) -> str | None:
@@ -546,36 +533,23 @@ def recorded_env(run: Path) -> str | None:
     return str(env_id) if env_id else None
 
 
-def _evaluate_server(
-    url: str, env: str | None, episodes: int, seed: int, progress: bool
-) -> tuple[dict[str, Any], str]:
-    """Closed loop through the server: one request per robot and step with seed=step_seed(...), so the
-    returns equal an in-process evaluation of the same artifact. The env is the served manifest's unless
-    `env` is given."""
-    import httpx
+def evaluate_target(
+    target: Target, env: str | None, episodes: int, seed: int, progress: bool
+) -> dict[str, Any]:
+    """`evaluate` on one target, in the env given or the one it records; fails with what to pass."""
+    from qipo_client import ServerError
 
-    from service.client import NoAction, PolicyClient, SeededActor, ServerError
     from training.eval import evaluate
 
-    try:
-        with PolicyClient(url, timeout=10.0) as client:
-            served = client.models()
-    except (httpx.HTTPError, ServerError) as exc:
-        raise fail(f"server {url}: cannot read /v1/models ({exc})") from exc
-    manifest = served["manifest"]
-    env_id = env or manifest.get("env_id") or manifest.get("dataset", {}).get("env_id")
-    what = f"server {url} ({served['name']} v{served['version']})"
+    env_id = env or target.env_id
     if not env_id:
-        raise fail(f"{what} serves a model that records no env; pass --env ENV_ID")
-    check_env(env_id, int(manifest["obs_dim"]), int(manifest["act_dim"]), what)
-    actor = SeededActor(url)
+        raise fail(f"{target.what} records no env id (none was recorded at training); pass --env ENV_ID")
+    meta = target.policy.metadata
+    check_env(env_id, meta.obs_dim, meta.act_dim, target.what)
     try:
-        result = evaluate(None, env_id, episodes, seed, seeded_act=actor, progress=progress)
-        return result, f"{url} (server)"
-    except (NoAction, ServerError) as exc:
-        raise fail(f"server {url}: {exc}") from exc
-    finally:
-        actor.close()
+        return evaluate(target.policy, env_id, episodes, seed, progress=progress)
+    except ServerError as exc:
+        raise fail(f"{target.what}: {exc}") from exc
 
 
 def eval_command(
@@ -595,29 +569,21 @@ def eval_command(
     quiet: QuietOpt = False,
 ) -> None:
     """Evaluate policies in gymnasium with fixed seeds and print them side by side."""
-    from training.eval import evaluate
-
     if not runs and not server:
         raise fail("nothing to evaluate: give run/artifact directories and/or --server URL")
     table = Table("policy", "env", "mean return", "std", "normalised (own refs)", "episodes")
     results = {}
     targets: list[Path | str] = [*(runs or []), *([server] if server else [])]
     for path in targets:
-        if isinstance(path, str):
-            res, label = _evaluate_server(path, env, episodes, seed, show_progress(quiet))
-        else:
-            try:
-                loaded = _policy_for(path)
-            except (FileNotFoundError, ValueError) as exc:
-                raise fail(str(exc)) from exc
-            env_id = env or loaded.env_id
-            if not env_id:
-                raise fail(f"{path} records no env id (trained before runs recorded one); pass --env ENV_ID")
-            check_env(env_id, loaded.obs_dim, loaded.act_dim, f"{path}")
-            res = evaluate(
-                loaded.act, env_id, episodes, seed, noise_dim=loaded.noise_dim, progress=show_progress(quiet)
-            )
-            label = loaded.label
+        try:
+            target = open_server(path) if isinstance(path, str) else open_target(path)
+        except (FileNotFoundError, ValueError) as exc:
+            raise fail(str(exc)) from exc
+        try:
+            res = evaluate_target(target, env, episodes, seed, show_progress(quiet))
+        finally:
+            target.close()
+        label = target.label
         results[str(path)] = res
         score = res["normalized_score"]
         table.add_row(

@@ -1,24 +1,21 @@
 """Closed-loop evaluation in gymnasium: episodes in lock-step, one batched policy call per step.
 
-Noise is drawn per (episode, step) from `step_seed`, the same seed a robot would send to `/act`, so an
-evaluation through the server can reproduce an in-process one.
+Takes any `Policy` (qipo_client.policy): the torch flow policy, a verified ONNX artifact, the server
+(`qipo_client.RemotePolicy`), a peer. Each row's noise is `Seeds` of `step_seed(seed, episode, step)`, the
+seed a robot would send to `/act`, so an evaluation through the server reproduces an in-process one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from qipo_client.policy import Policy, Seeds, step_seed
 from tqdm import tqdm
 
-from service.policy import seeded_noise
 from training.data import pendulum
 
-ActFn = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (states [B,S], noise [B,A]) -> actions [B,A]
-# (states [B,S], per-row step seeds [B]) -> actions [B,A]: a policy that draws its own noise from the seed,
-# e.g. the server (`service.client.SeededActor`), which then reproduces an in-process evaluation exactly.
-SeededActFn = Callable[[np.ndarray, list[int]], np.ndarray]
+__all__ = ["evaluate", "step_seed"]
 
 # Our own reference returns per env (random, expert), for a 0–100 normalised score. MuJoCo envs get
 # theirs from the dataset generator (training.data.mujoco writes them into OWN_REFS_FILE-style metadata).
@@ -46,15 +43,6 @@ def d4rl_style_score(env_id: str, ret: float) -> float | None:
     return 100.0 * (ret - low) / (high - low)
 
 
-def step_seed(seed: int, episode: int, step: int) -> int:
-    return ((seed * 1_000_003 + episode) * 100_003 + step) % (2**63)
-
-
-def step_noise(seed: int, episodes: list[int], step: int, act_dim: int) -> np.ndarray:
-    rows = [seeded_noise(step_seed(seed, ep, step), 1, act_dim) for ep in episodes]
-    return np.concatenate(rows, axis=0)
-
-
 def normalized_score(env_id: str, ret: float, refs: tuple[float, float] | None = None) -> float | None:
     """0 = our random reference, 100 = our expert reference (`refs` overrides the built-in table)."""
     refs = refs or OWN_REFS.get(env_id)
@@ -65,37 +53,31 @@ def normalized_score(env_id: str, ret: float, refs: tuple[float, float] | None =
 
 
 def evaluate(
-    act: ActFn | None,
+    policy: Policy,
     env_id: str,
     episodes: int = 10,
     seed: int = 0,
     progress: bool = True,
-    seeded_act: SeededActFn | None = None,
-    noise_dim: int | None = None,
     own_refs: tuple[float, float] | None = None,
 ) -> dict[str, Any]:
     """Run `episodes` episodes with env seeds seed..seed+episodes-1; returns mean/std return and scores.
 
-    All episodes step in lock-step and share one batched policy call per step (a vectorised rollout that
-    keeps each env's own seed and stops stepping an env once its episode ends). `noise_dim` is the
-    policy's noise width (N·A for best-of-N; default A).
+    All episodes step in lock-step and share one batched `policy.infer` per step (a vectorised rollout
+    that keeps each env's own seed and stops stepping an env once its episode ends); `policy.reset()`
+    runs once before the episodes start.
     """
     import gymnasium as gym
 
     envs = [gym.make(env_id) for _ in range(episodes)]
     obs = [env.reset(seed=seed + i)[0] for i, env in enumerate(envs)]
-    act_dim = noise_dim or int(np.prod(envs[0].action_space.shape or (1,)))
+    policy.reset()
     returns = np.zeros(episodes)
     active = list(range(episodes))
     step = 0
     bar = tqdm(desc=f"eval {env_id}", unit="step", disable=not progress, leave=False)
     while active:
         states = np.stack([obs[i] for i in active]).astype(np.float32)
-        if seeded_act is not None:
-            actions = seeded_act(states, [step_seed(seed, i, step) for i in active])
-        else:
-            assert act is not None, "pass act or seeded_act"
-            actions = act(states, step_noise(seed, active, step, act_dim))
+        actions = policy.infer(states, Seeds([step_seed(seed, i, step) for i in active]))
         still = []
         for row, i in enumerate(active):
             obs[i], reward, terminated, truncated, _ = envs[i].step(actions[row])

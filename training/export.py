@@ -4,7 +4,8 @@ Inputs `state` [B, S] (raw) and `noise` [B, A]; output `action` [B, A] in env un
 unrolled solver steps and action scaling/clipping are inside the graph. Best-of-N selection (the critic
 is exported in the same graph) extends the contract to noise [B, N·A], N candidate noises per state,
 candidate-major within a row; the manifest's training_config records action_selection and best_of_n.
-Export is refused unless ONNX Runtime matches torch within `atol` at batch 1, 7 and 256.
+Export is refused unless the artifact, loaded back as the server loads it, matches torch within `atol` at
+batch 1, 7 and 256.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 import torch
+from qipo_client.policy import Policy
 
-from service.artifact import POLICY_FILE, Manifest, SolverSpec, file_entry, write_manifest
+from service.artifact import POLICY_FILE, ArtifactError, Manifest, SolverSpec, file_entry, write_manifest
+from service.runtime import OnnxPolicy
 from training.policy import FlowPolicy
 
 OPSET = 17
@@ -67,9 +69,9 @@ def export_onnx(policy: FlowPolicy, path: Path) -> Path:
     return path
 
 
-def parity_error(policy: FlowPolicy, onnx_path: Path, batches: tuple[int, ...] = PARITY_BATCHES) -> float:
-    """Max |onnx − torch| over random raw states (dataset scale) and noise at several batch sizes."""
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+def parity_error(policy: FlowPolicy, exported: Policy, batches: tuple[int, ...] = PARITY_BATCHES) -> float:
+    """Max |exported − torch| over random raw states (dataset scale) and the same noise, at several batch
+    sizes; both sides are called through the `Policy` contract, as evaluation and serving call them."""
     norm = policy.normalizer
     rng = np.random.default_rng(123)
     worst = 0.0
@@ -77,9 +79,7 @@ def parity_error(policy: FlowPolicy, onnx_path: Path, batches: tuple[int, ...] =
         z = rng.standard_normal((b, norm.obs_mean.shape[0])).astype(np.float32)
         state = (z * norm.obs_std.numpy() + norm.obs_mean.numpy()).astype(np.float32)
         noise = rng.standard_normal((b, policy.noise_dim)).astype(np.float32)
-        (onnx_out,) = session.run(["action"], {"state": state, "noise": noise})
-        torch_out = policy.act_numpy(state, noise)
-        worst = max(worst, float(np.abs(onnx_out - torch_out).max()))
+        worst = max(worst, float(np.abs(exported.infer(state, noise) - policy.infer(state, noise)).max()))
     return worst
 
 
@@ -95,11 +95,10 @@ def export_artifact(
     env_id: str | None = None,
     atol: float = 1e-5,
 ) -> Manifest:
+    """Write policy.onnx and its manifest, then load them back as the server does (sha256, signature,
+    bounds: `OnnxPolicy`) and refuse the export, removing both, unless it matches torch within `atol`."""
     out_dir.mkdir(parents=True, exist_ok=True)
     onnx_path = export_onnx(policy, out_dir / POLICY_FILE)
-    err = parity_error(policy, onnx_path)
-    if err > atol:
-        raise ExportError(f"ONNX output differs from torch by {err:.2e} > atol {atol:.0e}; not exported")
     norm = policy.normalizer
     manifest = Manifest(
         name=name,
@@ -116,8 +115,19 @@ def export_artifact(
         dataset=dataset,
         training_config=training_config,
         scores=scores,
-        export_parity_max_abs_err=err,
         git_commit=_git_commit(),
     )
+    manifest_path = write_manifest(out_dir, manifest)
+    try:
+        err = parity_error(policy, OnnxPolicy.load(out_dir, provider="cpu"))
+    except ArtifactError as exc:
+        err, why = float("inf"), str(exc)
+    else:
+        why = f"ONNX output differs from torch by {err:.2e} > atol {atol:.0e}"
+    if not err <= atol:
+        onnx_path.unlink(missing_ok=True)
+        manifest_path.unlink(missing_ok=True)
+        raise ExportError(f"{why}; not exported")
+    manifest.export_parity_max_abs_err = err
     write_manifest(out_dir, manifest)
     return manifest

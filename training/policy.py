@@ -1,5 +1,7 @@
 """The policy as one module: raw state + noise → action in env units. This module *is* what gets
-exported, so evaluation and serving run the same computation."""
+exported, so evaluation and serving run the same computation, and it implements the `Policy` contract
+(qipo_client.policy) so evaluation, export parity and the benches call it as they call an artifact or
+the server."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from qipo_client.policy import Noise, PolicyMetadata, as_states, resolve_noise
 from torch import Tensor, nn
 
 from training.networks import TwinQ, VelocityNet
@@ -141,21 +144,42 @@ class FlowPolicy(nn.Module):
         self.path = path
         self.steps = steps
         self.noise_scale = noise_scale
+        self._rng = np.random.default_rng()  # noise for `infer(states)` without any (pass Seeds to fix it)
 
     @property
     def noise_dim(self) -> int:
         return self.candidates * self.normalizer.act_dim
+
+    @property
+    def metadata(self) -> PolicyMetadata:
+        norm = self.normalizer
+        return PolicyMetadata(
+            name=type(self).__name__,
+            obs_dim=norm.obs_dim,
+            act_dim=norm.act_dim,
+            noise_dim=self.noise_dim,
+            action_low=tuple(norm.act_low.tolist()),
+            action_high=tuple(norm.act_high.tolist()),
+        )
+
+    @torch.inference_mode()
+    def infer(self, states: np.ndarray, noise: Noise = None) -> np.ndarray:
+        """Actions [B, A] (float32, env units) for raw states [B, S]: the `Policy` contract."""
+        rows = as_states(states, self.normalizer.obs_dim)
+        z = resolve_noise(noise, len(rows), self.noise_dim, self._rng)
+        device = self.normalizer.obs_mean.device
+        out = self(torch.as_tensor(rows, device=device), torch.as_tensor(z, device=device))
+        actions: np.ndarray = out.cpu().numpy()
+        return actions
+
+    def reset(self) -> None:
+        """Stateless: every call stands alone."""
 
     def forward(self, state: Tensor, noise: Tensor) -> Tensor:
         if self.noise_scale != 1:  # full-noise models export without the extra op
             noise = self.noise_scale * noise
         x = integrate(self.net, self.path, self.normalizer.state(state), noise, self.steps)
         return self.normalizer.action_from_unit(x)
-
-    @torch.inference_mode()
-    def act_numpy(self, state: np.ndarray, noise: np.ndarray) -> np.ndarray:
-        out = self(torch.as_tensor(state, dtype=torch.float32), torch.as_tensor(noise, dtype=torch.float32))
-        return out.cpu().numpy()
 
 
 class BestOfNPolicy(FlowPolicy):

@@ -19,6 +19,7 @@ version exist. Alias moves and deletions are Lua compare-and-set scripts, atomic
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -150,7 +151,7 @@ class RedisRegistry(Registry):
         self.url = url
         self.prefix = prefix.rstrip(":")
         self.chunk_bytes = chunk_bytes
-        self.client: redis.Redis = redis.Redis.from_url(
+        self.client: redis.Redis[bytes] = redis.Redis.from_url(
             url,
             socket_timeout=socket_timeout,
             socket_connect_timeout=min(socket_timeout, 2.0),
@@ -264,31 +265,35 @@ class RedisRegistry(Registry):
         if keys:
             self.client.unlink(*keys)
 
+    def _file_body(self, base: str, n: int) -> bytes:
+        """One file's chunks joined (each retry of `_call` reads them all again)."""
+        return b"".join(self._chunks(base, n))
+
     def _chunks(self, base: str, n: int) -> Iterator[bytes]:
         for start in range(0, n, 64):
             values = self.client.mget([f"{base}:{i}" for i in range(start, min(n, start + 64))])
             for i, value in enumerate(values, start):
                 if value is None:
                     raise IntegrityError(f"chunk {i} of {base} is missing; the version is damaged")
-                yield bytes(value)  # type: ignore[arg-type]
+                yield bytes(value)
 
     @_retry_reads
     def _models(self) -> list[str]:
-        return sorted(_s(m) for m in self.client.smembers(f"{self.prefix}:models"))  # type: ignore[union-attr]
+        return sorted(_s(m) for m in self.client.smembers(f"{self.prefix}:models"))
 
     def models(self) -> list[str]:
         return self._call(self._models)
 
     @_retry_reads
     def _versions(self, name: str) -> list[int]:
-        return [int(v) for v in self.client.zrange(self._k(name, "versions"), 0, -1)]  # type: ignore[union-attr]
+        return [int(v) for v in self.client.zrange(self._k(name, "versions"), 0, -1)]
 
     def versions(self, name: str) -> list[ModelVersion]:
         return [self.get(name, v) for v in self._call(lambda: self._versions(name))]
 
     @_retry_reads
     def _version_hash(self, name: str, version: int) -> dict[bytes, bytes]:
-        return self.client.hgetall(self._k(name, "v", version))  # type: ignore[return-value]
+        return self.client.hgetall(self._k(name, "v", version))
 
     def get(self, name: str, version: int) -> ModelVersion:
         data = self._call(lambda: self._version_hash(name, version))
@@ -304,7 +309,7 @@ class RedisRegistry(Registry):
     # aliases --------------------------------------------------------------------------------------------
     @_retry_reads
     def _aliases(self, name: str) -> dict[bytes, bytes]:
-        return self.client.hgetall(self._k(name, "aliases"))  # type: ignore[return-value]
+        return self.client.hgetall(self._k(name, "aliases"))
 
     def aliases(self, name: str) -> dict[str, int]:
         return {_s(k): int(v) for k, v in self._call(lambda: self._aliases(name)).items()}
@@ -338,7 +343,7 @@ class RedisRegistry(Registry):
 
     @_retry_reads
     def _history(self, name: str) -> list[bytes]:
-        return self.client.lrange(self._k(name, "history"), 0, -1)  # type: ignore[return-value]
+        return self.client.lrange(self._k(name, "history"), 0, -1)
 
     def history(self, name: str, alias: str | None = None) -> list[AliasMove]:
         moves = [AliasMove.model_validate_json(raw) for raw in self._call(lambda: self._history(name))]
@@ -355,7 +360,7 @@ class RedisRegistry(Registry):
         dest.mkdir(parents=True, exist_ok=True)
         for fname, entry in manifest.files.items():
             base = self._k(name, "v", version, "c", fname)
-            body = self._call(lambda b=base, n=chunks[fname]: b"".join(self._chunks(b, n)))  # type: ignore[misc]
+            body = self._call(functools.partial(self._file_body, base, chunks[fname]))
             got = hashlib.sha256(body).hexdigest()
             if len(body) != entry.size or got != entry.sha256:
                 raise IntegrityError(
@@ -374,7 +379,7 @@ class RedisRegistry(Registry):
     # notification, canary, gc ---------------------------------------------------------------------------
     @_retry_reads
     def _generation(self) -> int:
-        return int(self.client.get(self.generation_key) or 0)  # type: ignore[arg-type]
+        return int(self.client.get(self.generation_key) or 0)
 
     def generation(self) -> int:
         return self._call(self._generation)
@@ -400,7 +405,7 @@ class RedisRegistry(Registry):
 
     @_retry_reads
     def _share(self, name: str) -> float:
-        return float(self.client.get(self._k(name, "canary_share")) or 0.0)  # type: ignore[arg-type]
+        return float(self.client.get(self._k(name, "canary_share")) or 0.0)
 
     def canary_share(self, name: str) -> float:
         return self._call(lambda: self._share(name))

@@ -53,7 +53,7 @@ def test_seeded_action_matches_onnx_in_process(server: Running, serve_artifact: 
     states = np.random.default_rng(3).standard_normal((5, 3)).astype(np.float32)
     r = post(server.url, {"states": states.tolist(), "seed": 42})
     noise = np.random.default_rng(42).standard_normal((5, 1), dtype=np.float32)
-    expected = policy.act(states, noise).actions
+    expected = policy.infer(states, noise)
     np.testing.assert_array_equal(np.asarray(r.json()["actions"], dtype=np.float32), expected)
 
 

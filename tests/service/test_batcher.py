@@ -50,8 +50,8 @@ def test_one_tick_is_one_onnx_call_and_rows_equal_alone(policy: OnnxPolicy, exec
     assert calls(metrics) == (2 + 20, 60)
     for a, b in zip(together, alone, strict=True):
         np.testing.assert_array_equal(a, b)
-    expected = policy.act(states[3:4], np.random.default_rng(3).standard_normal((1, 1), dtype=np.float32))
-    np.testing.assert_array_equal(together[3], expected.actions)
+    expected = policy.infer(states[3:4], np.random.default_rng(3).standard_normal((1, 1), dtype=np.float32))
+    np.testing.assert_array_equal(together[3], expected)
 
 
 def test_one_client_at_a_time_is_flushed_without_a_loop_pass(policy: OnnxPolicy) -> None:

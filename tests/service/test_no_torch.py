@@ -17,7 +17,7 @@ sys.meta_path.insert(0, Block())
 
 def test_service_app_imports_without_torch() -> None:
     code = BLOCKER + (
-        "import service.app, service.cli, service.registry, service.wire\n"
+        "import service.app, service.cli, service.registry, qipo_client\n"
         "from service.settings import ServeSettings\n"
         "service.app.create_app(ServeSettings(registry='/tmp/qipo-no-torch-registry'))\n"
         "assert 'torch' not in sys.modules and 'training' not in sys.modules, sorted(sys.modules)\n"

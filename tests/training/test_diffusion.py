@@ -98,7 +98,7 @@ def test_qipo_diff_trains_evaluates_and_exports(pendulum_dataset_dir: Path, tmp_
     trainer.save(tmp_path / "run")
     policy, loaded_cfg, _ = policy_from_checkpoint(tmp_path / "run")
     assert isinstance(policy.path, VPPath) and loaded_cfg == cfg
-    result = evaluate(policy.act_numpy, "Pendulum-v1", episodes=2, seed=0, progress=False)
+    result = evaluate(policy, "Pendulum-v1", episodes=2, seed=0, progress=False)
     assert np.isfinite(result["mean_return"])
     manifest = export_artifact(
         policy,
@@ -121,4 +121,4 @@ def test_qipo_diff_trains_evaluates_and_exports(pendulum_dataset_dir: Path, tmp_
         (onnx_action,) = session.run(["action"], {"state": state, "noise": noise})
         # States drawn past the data's range (|ω| up to 8) amplify float32 rounding over the 8 DPM steps a
         # little beyond the exporter's own 1e-5 check on in-range states.
-        assert np.abs(onnx_action - policy.act_numpy(state, noise)).max() <= 3e-5
+        assert np.abs(onnx_action - policy.infer(state, noise)).max() <= 3e-5

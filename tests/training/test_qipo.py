@@ -187,13 +187,13 @@ def test_best_of_n_picks_the_highest_q_candidate_and_exports(
     state = rng.uniform([-1, -1, -8], [1, 1, 8], size=(7, 3)).astype(np.float32)
     noise = rng.standard_normal((7, 4)).astype(np.float32)
     single = FlowPolicy(trainer.net, trainer.normalizer, trainer.path, trainer.cfg.steps).eval()
-    candidates = np.stack([single.act_numpy(state, noise[:, k : k + 1]) for k in range(4)], axis=1)  # [7,4,1]
+    candidates = np.stack([single.infer(state, noise[:, k : k + 1]) for k in range(4)], axis=1)  # [7,4,1]
     with torch.no_grad():
         s_norm = trainer.normalizer.state(torch.as_tensor(state)).repeat_interleave(4, dim=0)
         a_unit = trainer.normalizer.action_to_unit(torch.as_tensor(candidates.reshape(28, 1)))
         q = trainer.critic.q.q_min(s_norm, a_unit).reshape(7, 4).numpy()
     expected = candidates[np.arange(7), q.argmax(1)]
-    assert np.allclose(policy.act_numpy(state, noise), expected, atol=1e-5)
+    assert np.allclose(policy.infer(state, noise), expected, atol=1e-5)
     manifest, served = export_and_serve(policy, trainer, tmp_path / "bon")
     assert manifest.training_config["action_selection"] == "best-of-n" and manifest.noise_dim == 4
     session = ort.InferenceSession(str(tmp_path / "bon" / "policy.onnx"), providers=["CPUExecutionProvider"])
@@ -201,7 +201,7 @@ def test_best_of_n_picks_the_highest_q_candidate_and_exports(
     (onnx_action,) = session.run(["action"], {"state": state, "noise": noise})
     assert np.abs(onnx_action - expected).max() <= 1e-5
     # the server loads it (its signature check uses noise_dim)
-    assert served.noise_dim == 4 and np.abs(served.act(state, noise).actions - expected).max() <= 1e-5
+    assert served.noise_dim == 4 and np.abs(served.infer(state, noise) - expected).max() <= 1e-5
 
 
 def test_action_noise_scales_the_source_noise_in_the_exported_graph(
@@ -215,13 +215,13 @@ def test_action_noise_scales_the_source_noise_in_the_exported_graph(
     noise = rng.standard_normal((9, 1)).astype(np.float32)
     full = FlowPolicy(trainer.net, trainer.normalizer, trainer.path, trainer.cfg.steps).eval()
     half = trainer.policy(noise_scale=0.5)
-    assert np.allclose(half.act_numpy(state, noise), full.act_numpy(state, 0.5 * noise), atol=1e-6)
+    assert np.allclose(half.infer(state, noise), full.infer(state, 0.5 * noise), atol=1e-6)
     noise_free = trainer.policy()  # the config's action_noise = 0: every noise gives the same action
-    expected = full.act_numpy(state, np.zeros_like(noise))
-    assert np.allclose(noise_free.act_numpy(state, noise), expected, atol=1e-6)
-    assert not np.allclose(full.act_numpy(state, noise), expected, atol=1e-3)  # the noise matters at 1
+    expected = full.infer(state, np.zeros_like(noise))
+    assert np.allclose(noise_free.infer(state, noise), expected, atol=1e-6)
+    assert not np.allclose(full.infer(state, noise), expected, atol=1e-3)  # the noise matters at 1
     _, served = export_and_serve(noise_free, trainer, tmp_path / "noise-free")
-    assert np.abs(served.act(state, noise).actions - expected).max() <= 1e-5
+    assert np.abs(served.infer(state, noise) - expected).max() <= 1e-5
     from training.qipo import policy_from_checkpoint
 
     trainer.save(tmp_path / "run")

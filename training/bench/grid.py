@@ -26,13 +26,14 @@ from typing import Any
 
 import numpy as np
 import torch
+from qipo_client.policy import Policy
 
 from training.bench import cpu_model
 from training.bench.peers import PEERS, PeerAlgo, d3rlpy_version, train_peer
 from training.config import QIPOConfig
 from training.data import TransitionDataset, load_dataset
 from training.data.suite import FAMILIES, SuiteError, check_kinds
-from training.eval import ActFn, evaluate
+from training.eval import evaluate
 from training.qipo import QIPOTrainer
 
 QIPO = "qipo-ot"
@@ -167,14 +168,12 @@ class Evaluator:
     def env_seeds(self) -> list[int]:
         return list(range(self.seed, self.seed + self.episodes))
 
-    def __call__(self, step: int, act: ActFn, noise_dim: int | None = None) -> Record:
+    def __call__(self, step: int, policy: Policy) -> Record:
         started = time.perf_counter()
         refs = self.data.ref_scores
         own = (refs["ref_min_score"], refs["ref_max_score"]) if len(refs) == 2 else None
         assert self.data.env_id is not None  # checked when the dataset is loaded
-        result = evaluate(
-            act, self.data.env_id, self.episodes, self.seed, progress=False, noise_dim=noise_dim, own_refs=own
-        )
+        result = evaluate(policy, self.data.env_id, self.episodes, self.seed, progress=False, own_refs=own)
         self.seconds += time.perf_counter() - started
         return {
             "step": step,
@@ -240,9 +239,9 @@ def run_qipo(spec: RunSpec, data: TransitionDataset, settings: GridSettings) -> 
 
     def evaluate_samples(step: int, algo: str) -> None:
         """One sample per state at the config's `action_noise` (and at 1 beside it, to measure the scale)."""
-        curves[algo].append(ev(step, trainer.policy("sample").act_numpy))
+        curves[algo].append(ev(step, trainer.policy("sample")))
         if full_noise_too:
-            curves[FULL_NOISE[algo]].append(ev(step, trainer.policy("sample", noise_scale=1.0).act_numpy))
+            curves[FULL_NOISE[algo]].append(ev(step, trainer.policy("sample", noise_scale=1.0)))
 
     def on_step(step: int) -> None:
         if step in warmup_at:
@@ -250,7 +249,7 @@ def run_qipo(spec: RunSpec, data: TransitionDataset, settings: GridSettings) -> 
         if step in improve_at:
             evaluate_samples(step, QIPO)
             bon = trainer.policy("best-of-n")
-            curves["qipo-ot-bon"].append(ev(step, bon.act_numpy, noise_dim=bon.noise_dim))
+            curves["qipo-ot-bon"].append(ev(step, bon))
 
     started = time.perf_counter()
     trainer.fit(until=k1, on_step=on_step)
@@ -283,9 +282,9 @@ def run_peer(spec: RunSpec, data: TransitionDataset, settings: GridSettings) -> 
     at = set(eval_steps(0, steps, settings.evals))
     curve: list[Record] = []
 
-    def on_step(step: int, act: ActFn) -> None:
+    def on_step(step: int, policy: Policy) -> None:
         if step in at:
-            curve.append(ev(step, act))
+            curve.append(ev(step, policy))
 
     algo: PeerAlgo = "iql" if spec.algo == "iql" else "td3bc"
     started = time.perf_counter()

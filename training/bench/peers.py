@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
+from qipo_client.policy import Noise, PolicyMetadata, as_states
 
 from training.data.dataset import TransitionDataset
 
@@ -88,28 +89,46 @@ def peer_config(algo: PeerAlgo, data: TransitionDataset, steps: int) -> Any:
     raise ValueError(f"unknown peer {algo!r}; choose one of {PEERS}")
 
 
+class PeerPolicy:
+    """A d3rlpy peer as a `Policy` (qipo_client.policy), so the grid evaluates it as it evaluates QIPO: its
+    greedy action (`predict`). The noise is not used: a deterministic actor has none to start from."""
+
+    def __init__(self, model: Any, algo: str, data: TransitionDataset) -> None:
+        self.model = model
+        self.metadata = PolicyMetadata(
+            name=f"d3rlpy-{algo}",
+            obs_dim=data.obs_dim,
+            act_dim=data.act_dim,
+            action_low=tuple(float(x) for x in data.action_low),
+            action_high=tuple(float(x) for x in data.action_high),
+            env_id=data.env_id,
+        )
+
+    def infer(self, states: np.ndarray, noise: Noise = None) -> np.ndarray:
+        return np.asarray(self.model.predict(as_states(states, self.metadata.obs_dim)), dtype=np.float32)
+
+    def reset(self) -> None:
+        """Stateless: every call stands alone."""
+
+
 def train_peer(
     algo: PeerAlgo,
     data: TransitionDataset,
     steps: int,
     seed: int,
-    on_step: Callable[[int, Callable[[np.ndarray, np.ndarray], np.ndarray]], None] | None = None,
+    on_step: Callable[[int, PeerPolicy], None] | None = None,
 ) -> dict[str, Any]:
-    """Train `algo` for `steps` gradient steps on CPU; `on_step(step, act)` runs after every step.
-
-    `act(states, noise)` is the greedy policy (`algo.predict`) in `training.eval.evaluate`'s signature; the
-    noise is ignored. Returns the fitted config (scalers included) as d3rlpy serialises it.
-    """
+    """Train `algo` for `steps` gradient steps on CPU; `on_step(step, policy)` runs after every step with
+    the model as a `PeerPolicy`. Returns the fitted config (scalers included) as d3rlpy serialises it."""
     d3rlpy = _d3rlpy()
     d3rlpy.seed(seed)
     model = peer_config(algo, data, steps).create(device="cpu:0")
 
-    def act(states: np.ndarray, noise: np.ndarray) -> np.ndarray:
-        return np.asarray(model.predict(states), dtype=np.float32)
+    policy = PeerPolicy(model, algo, data)
 
     def callback(_algo: Any, _epoch: int, total_step: int) -> None:
         if on_step is not None:
-            on_step(total_step, act)
+            on_step(total_step, policy)
 
     model.fit(
         mdp_dataset(data),

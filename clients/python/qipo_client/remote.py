@@ -1,0 +1,58 @@
+"""The server as a `Policy`: what `qipo eval --server` and any other caller of the contract runs remotely.
+
+A server draws noise from a seed, never from an array, so `infer` takes `Seeds` (one request per row, sent
+concurrently, as separate robots would; the micro-batcher joins them) or `None` (one batch request, the
+server's own noise). `Seeds` through the server give exactly the actions a local policy gives for the same
+seeds, because both apply `qipo_client.policy.seeded_noise`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Optional
+
+import numpy as np
+
+from qipo_client.http import AsyncPolicyClient
+from qipo_client.policy import Noise, PolicyMetadata, Seeds, as_states
+
+
+class RemotePolicy:
+    """`Policy` over `POST /act`. Owns an event loop and a connection pool: use as a context manager."""
+
+    def __init__(self, base_url: str, timeout: float = 10.0, format: str = "msgpack") -> None:
+        self._loop = asyncio.new_event_loop()
+        self._client = AsyncPolicyClient(base_url, timeout, format)
+        self._metadata: Optional[PolicyMetadata] = None
+
+    @property
+    def metadata(self) -> PolicyMetadata:
+        """The served model's, read once from /v1/models (NoAction / ServerError if unreachable)."""
+        if self._metadata is None:
+            self._metadata = self._loop.run_until_complete(self._client.metadata())
+        return self._metadata
+
+    def infer(self, states: np.ndarray, noise: Noise = None) -> np.ndarray:
+        rows = as_states(states, self.metadata.obs_dim)
+        if isinstance(noise, Seeds):
+            if len(noise) != len(rows):
+                raise ValueError(f"{len(noise)} seeds for {len(rows)} states: pass one seed per row")
+            return self._loop.run_until_complete(self._client.act_each(rows, noise.values))
+        if noise is not None:
+            raise ValueError(
+                "a server draws its noise from a seed, not an array: pass Seeds([...]) (one per row) or None"
+            )
+        return self._loop.run_until_complete(self._client.act_batch(rows)).actions
+
+    def reset(self) -> None:
+        """Nothing to forget: every request stands alone."""
+
+    def close(self) -> None:
+        self._loop.run_until_complete(self._client.aclose())
+        self._loop.close()
+
+    def __enter__(self) -> RemotePolicy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
