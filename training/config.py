@@ -77,13 +77,15 @@ class QIPOConfig(BaseModel):
         "support when the critic extrapolates on the policy's own samples. Hopper seed 0, BC → λ 0 / 0.5: "
         "medium 829 → 1623 / 929, medium-expert 1727 → 735 / 1951 (docs/bench/rl-probes)",
     )
-    anchor_gate: Literal["always", "advantage"] = Field(
+    anchor_gate: Literal["always", "advantage", "rank"] = Field(
         default="always",
         description="always: every state's dataset action keeps λ; advantage: only states whose dataset "
         "action the critic rates at least the mean of the policy's samples (Q(s,a) ≥ mean_j Q(s,a_j)), so "
         "poor behaviour actions (replay data) are not held onto while good ones still are. Measured (Hopper "
         "seed 0, docs/bench/rl-probes): no gain on medium-replay, and medium-expert collapses to 949 as with "
-        "λ = 0, so `always` stays the default",
+        "λ = 0, so `always` stays the default; rank: the dataset action's weight is raised by up to λ but "
+        "never above a policy sample the critic rates higher (the anchor follows its Q-rank; weights stay "
+        "monotone in Q)",
     )
     probe_states: int = Field(
         default=2048, ge=1, description="States whose support sets fix each renewal's temperature and stats"

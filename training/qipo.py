@@ -126,6 +126,25 @@ def anchor_weights(weights: Tensor, anchor: float, gate: Tensor | None = None) -
     return out
 
 
+def ranked_anchor_weights(weights: Tensor, q: Tensor, anchor: float) -> Tensor:
+    """The anchor as far as the critic agrees with it: λ of each row moves onto the dataset action (the
+    last column), but its weight is capped at that of the lowest-Q policy sample the critic rates above it,
+    and the row is renormalised. A dataset action Q ranks first keeps the full anchor (as `anchor_weights`);
+    one it ranks below every sample rises at most to the lowest sample's weight; between, the anchor follows
+    its Q-rank. The weights
+    stay non-decreasing in Q within each row and sum to one, so random dataset actions in mixed data are
+    not held onto, while good ones are."""
+    if anchor == 0:
+        return weights
+    scaled = weights * (1 - anchor)
+    raised = scaled[..., -1:] + anchor
+    above = q[..., :-1] > q[..., -1:]
+    cap = torch.where(above, scaled[..., :-1], torch.full_like(scaled[..., :-1], torch.inf))
+    data = torch.minimum(raised, cap.amin(dim=-1, keepdim=True))
+    out = torch.cat([scaled[..., :-1], data], dim=-1)
+    return out / out.sum(dim=-1, keepdim=True)
+
+
 def advantage_gate(q: Tensor) -> Tensor:
     """[..., 1]: 1 where the dataset action's Q (last column) is at least the mean Q of the policy samples."""
     return (q[..., -1:] >= q[..., :-1].mean(dim=-1, keepdim=True)).to(q.dtype)
@@ -372,8 +391,11 @@ class QIPOTrainer:
     def weights_of(self, q: Tensor) -> Tensor:
         """The weights the improvement loss applies to support sets with Q [B, M+1]: softmax(β_eff·Q),
         with `data_anchor` of each row moved onto its dataset action."""
+        weights = q_weights(q, self.beta_eff, dim=-1)
+        if self.cfg.anchor_gate == "rank":
+            return ranked_anchor_weights(weights, q, self.cfg.data_anchor)
         gate = advantage_gate(q) if self.cfg.anchor_gate == "advantage" else None
-        return anchor_weights(q_weights(q, self.beta_eff, dim=-1), self.cfg.data_anchor, gate)
+        return anchor_weights(weights, self.cfg.data_anchor, gate)
 
     # ----- diagnostics ------------------------------------------------------------------------------
     @torch.inference_mode()
