@@ -1,5 +1,5 @@
-"""`Bounds.clamp` and `Bounds.at_bound`: the Python-float path for small outputs and the NumPy path for big ones give the same
-actions and flags, and no action leaves the bounds."""
+"""`Bounds.clamp` and `Bounds.at_bound`: the Python-float path for small outputs and the NumPy path for
+big ones give the same actions and flags, and no action leaves the bounds."""
 
 from __future__ import annotations
 
