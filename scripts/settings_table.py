@@ -1,4 +1,4 @@
-"""Print the README's settings table from `ServeSettings` (one source of truth for names and defaults)."""
+"""Print docs/serving.md's settings table from `ServeSettings` (one source of truth for names and defaults)."""
 
 from __future__ import annotations
 

@@ -114,7 +114,7 @@ def serve(
         typer.Option(help="Serve this artifact directory alone, without a registry (for a quick look)"),
     ] = None,
 ) -> None:
-    """Serve POST /act with ONNX Runtime (other settings: QIPO_* environment, see README)."""
+    """Serve POST /act with ONNX Runtime (other settings: QIPO_* environment, see docs/serving.md)."""
     from service.settings import ServeSettings
 
     if artifact is not None:

@@ -1,4 +1,4 @@
-"""The server's one settings object (env prefix `QIPO_`, documented in the README's settings table)."""
+"""The server's one settings object (env prefix `QIPO_`, documented in docs/serving.md#settings)."""
 
 from __future__ import annotations
 

@@ -263,7 +263,7 @@ def train_command(
     quiet: QuietOpt = False,
 ) -> None:
     """Train a QIPO (or BC) flow policy offline. Under `torchrun` (RANK/WORLD_SIZE set) every process
-    trains on its slice of each global batch and rank 0 writes the run (README: Training at scale)."""
+    trains on its slice of each global batch and rank 0 writes the run (docs/training.md#training-at-scale)."""
     from training import distributed
 
     try:

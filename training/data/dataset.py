@@ -1,7 +1,7 @@
 """One typed transition dataset, and one loader for Minari datasets (by directory or by id from the local
 Minari cache), D4RL-style HDF5 and `.npz` files.
 
-The dataset contract (README "Datasets"): the env id comes from `--env`, else the file (HDF5 attribute
+The dataset contract (docs/training.md#datasets): the env id comes from `--env`, else the file (HDF5 attribute
 `env_id`, `env` or `env_name`; Minari's env spec; the `.npz` `meta` JSON); action bounds are the ones the
 file declares, else the env's action space, else the data's min/max with a warning, because they become the
 exported policy's clipping range. Every loader ends in `TransitionDataset.validated`, so a file with
