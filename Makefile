@@ -68,7 +68,7 @@ fmt: $(STAMP)
 clean:
 	rm -rf build .qipo-cache .pytest_cache .mypy_cache .ruff_cache
 
-# --- issue 4: training benchmarks -------------------------------------------------------------------
+# --- training benchmarks ---------------------------------------------------------------------------
 # d3rlpy 2.8.1 pins gymnasium==1.0.0 (and imports the old `gym`): install it without its pins, plus the
 # deps it actually imports, so our gymnasium and torch stay as they are.
 D3RLPY_STAMP := $(VENV)/.d3rlpy
@@ -106,13 +106,13 @@ mujoco-policies: $(STAMP)
 	  $(QIPO) data make $$env --out data --threads 1 --train-sac && cp data/$$env/generation.json docs/data/$$env-generation.json \
 	  || exit 1; done
 
-# Issue 7: p99 latency while replicas swap models vs steady p99 of the same run (docs/bench/swap.*).
+# p99 latency while replicas swap models vs steady p99 of the same run (docs/bench/swap.*).
 .PHONY: bench-swap
 bench-swap: $(STAMP)
 	bash scripts/redis-up.sh
 	$(BIN)/python scripts/bench_swap.py
 
-# ---------------------------------------------------------------- deploy (issue 8)
+# ---------------------------------------------------------------- deploy
 # The compose topology as local processes: Redis (if none answers), replicas on loopback, nginx, and
 # Prometheus; logs and pid files under $(STACK_DIR). Settings: see scripts/stack.sh.
 STACK_DIR ?= build/stack
@@ -162,7 +162,7 @@ stack-dashboard: $(STAMP)
 lint-deploy: $(STAMP) stack-deps
 	bash scripts/stack-lint.sh
 
-# docker-compose.yml for real (issue 16): build, `up -d`, health, both replicas behind nginx, Prometheus, and
+# docker-compose.yml for real: build, `up -d`, health, both replicas behind nginx, Prometheus, and
 # publish → promote → rollback under robots' load; always `down -v`. Starts an engine (docker-engine.sh) when
 # `docker info` does not answer and stops it afterwards. Numbers: build/compose-test/summary.json.
 test-compose: $(STAMP)
@@ -175,7 +175,7 @@ docker-engine:
 docker-engine-down:
 	bash scripts/docker-engine.sh down
 
-# Serving benchmark (issues 6, 14): floor vs real server under uvicorn at 1/16/64 clients, the app called in
+# Serving benchmark: floor vs real server under uvicorn at 1/16/64 clients, the app called in
 # process, ONNX vs torch eager. BENCH_SERVE_ARGS="--profile --baseline DIR" adds the py-spy profile and a
 # server run from another source tree (e.g. `git archive <commit> service | tar -x -C DIR`) in the same run.
 BENCH_SERVE_ARGS ?=
@@ -188,7 +188,7 @@ bench-serve: $(STAMP)
 bench-serve-inproc: $(STAMP)
 	$(BIN)/python scripts/bench_serve.py --inproc-only --out docs/bench/inproc $(BENCH_SERVE_ARGS)
 
-# EFM exactness on the six 2-D toys (issue 5): ~25 min of CPU on one thread; writes docs/bench/toy.*
+# EFM exactness on the six 2-D toys: ~25 min of CPU on one thread; writes docs/bench/toy.*
 .PHONY: bench-toy
 bench-toy: $(STAMP)
 	$(QIPO) toy bench --out docs/bench --threads 1
@@ -202,7 +202,7 @@ TOY_DATASETS ?= 8gaussians swissroll moons rings checkerboard 2spirals
 bench-toy-large: $(STAMP)
 	bash scripts/toy_shards.sh $(TOY_DATASETS)
 
-# Issue 12: QIPO-OT (+ its BC warm-up and best-of-N) vs d3rlpy IQL and TD3+BC, same datasets and budget.
+# QIPO-OT (+ its BC warm-up and best-of-N) vs d3rlpy IQL and TD3+BC, same datasets and budget.
 # Resumable: a run whose record exists under docs/bench/rl-runs/ is skipped. One QIPO run at the default
 # budget takes about 20 min of one core; pick a subset with GRID_ENVS/GRID_ALGOS/GRID_SEEDS.
 GRID_ALGOS ?= qipo-ot iql td3bc
@@ -216,8 +216,8 @@ bench-grid: $(STAMP) $(D3RLPY_STAMP)
 	    || exit 1; done
 	$(BIN)/python scripts/bench_grid.py summarise
 
-# Issue 15: steps/s and renewal seconds at 1 and 2 torchrun processes (50k transitions), peak RSS and renewal
-# seconds at 200k and 2M (synthetic Hopper-shaped data under build/bench-scale). Needs 2 idle cores; about
+# Training past one process: steps/s and renewal seconds at 1 and 2 torchrun processes (50k transitions),
+# peak RSS and renewal seconds at 200k and 2M (synthetic Hopper-shaped data under build/bench-scale). Needs 2 idle cores; about
 # 10 min on a quiet box: an eager renewal of 50k states at 1 and 2 processes (≈ 1.5 ms per state on one
 # EPYC core), then 200k and 2M with the default lazy renewal at 1 process.
 # BENCH_SCALE_ARGS=--quick: small sizes in ~2 min.

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 MANIFEST_NAME = "manifest.json"
 POLICY_FILE = "policy.onnx"
 
@@ -40,7 +40,7 @@ class Manifest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    schema_version: int = SCHEMA_VERSION
+    schema_version: Literal[1] = SCHEMA_VERSION
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     # The gymnasium env the policy was trained for (None: not recorded); `qipo eval` uses it by default.
     env_id: str | None = None
@@ -85,10 +85,6 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def file_entry(path: Path) -> FileEntry:
     return FileEntry(sha256=sha256_file(path), size=path.stat().st_size)
 
@@ -104,7 +100,18 @@ def read_manifest(directory: Path) -> Manifest:
     if not path.is_file():
         raise ArtifactError(f"{path} not found: an artifact directory needs a manifest (run `qipo export`)")
     try:
-        return Manifest.model_validate_json(path.read_bytes())
+        raw = json.loads(path.read_bytes())
+    except ValueError as exc:
+        raise ArtifactError(f"{path} is not a valid manifest: not JSON ({exc})") from exc
+    # Checked before the fields: another schema's fields would otherwise read as a list of unrelated errors.
+    version = raw.get("schema_version", SCHEMA_VERSION) if isinstance(raw, dict) else None
+    if version != SCHEMA_VERSION:
+        raise ArtifactError(
+            f"{path} has manifest schema_version {version!r}; this version of qipo reads schema_version "
+            f"{SCHEMA_VERSION} only: export the policy again with this version (`qipo export`)"
+        )
+    try:
+        return Manifest.model_validate(raw)
     except ValueError as exc:
         raise ArtifactError(f"{path} is not a valid manifest: {exc}") from exc
 

@@ -249,11 +249,6 @@ class ModelManager:
             self.release_drained()
             return before != (self.current, self.canary, self.canary_share)
 
-    def forget_failures(self) -> None:
-        """A new registry generation: versions that failed may be fixed (re-published), try again."""
-        with self._lock:
-            self.failed.clear()
-
     def release_drained(self, now: float | None = None) -> list[int]:
         """Drop retired models idle for `drain_seconds` (keep at most `max_retired`): the drain step."""
         now = time.monotonic() if now is None else now

@@ -45,13 +45,13 @@ class ServeSettings(BaseSettings):
     log_level: str = Field("info", description="Log level")
     seed: int = Field(0, description="Seed of the server's noise generator (requests may pass their own)")
 
-    # Registry following, canary and drain (issue 7).
+    # Registry following, canary and drain.
     follow_registry: bool = Field(True, description="Watch the registry and hot-swap on alias moves")
     registry_poll_seconds: float = Field(1.0, gt=0, description="Generation poll / stream block interval")
     startup_timeout_seconds: float = Field(10.0, ge=0, description="Retry the first load this long (backoff)")
     drain_seconds: float = Field(10.0, ge=0, description="Keep a replaced model while pinned robots use it")
     max_retired: int = Field(2, ge=0, description="Most replaced models kept in memory for pinned robots")
-    # Micro-batching and robot safety (issue 6; docs/architecture.md, "Serving hot path").
+    # Micro-batching and robot safety (docs/architecture.md, "Serving hot path").
     max_queue_delay_ms: float = Field(
         default=0.0,
         ge=0,

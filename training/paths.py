@@ -20,7 +20,6 @@ SOLVERS: dict[str, tuple[str, ...]] = {"ot": ("euler", "midpoint"), "vp": ("dpm-
 # Default steps per solver: 10 Euler steps for the OT path (docs/architecture.md); DPM-Solver-2 makes 2 net
 # calls per step, so 8 steps (16 calls) is close to QGPO's 15-call sampler.
 DEFAULT_STEPS: dict[str, int] = {"euler": 10, "midpoint": 5, "dpm-solver-2": 8, "ddim": 15}
-NFE_PER_STEP: dict[str, int] = {"euler": 1, "midpoint": 2, "dpm-solver-2": 2, "ddim": 1}
 
 
 class ProbabilityPath(Protocol):

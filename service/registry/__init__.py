@@ -57,9 +57,7 @@ def open_registry(location: str | Path, prefix: str = "qipo") -> Registry:
                 "rediss://… or unix://… for Redis, or a directory path"
             )
     if text.startswith(REDIS_SCHEMES):
-        try:
-            from service.registry.redis_registry import RedisRegistry
-        except ImportError as exc:  # pragma: no cover - until the Redis backend lands
-            raise RegistryError("the Redis registry backend is not available in this build") from exc
+        from service.registry.redis_registry import RedisRegistry  # redis is imported only when used
+
         return RedisRegistry(text, prefix=prefix)
     return DirectoryRegistry(Path(text))

@@ -250,7 +250,7 @@ async def robot(
 
     Behind a balancer without affinity, a pinned request can reach a replica that has not loaded that
     version yet: it answers 503 with Retry-After, which nginx retries on another replica, so the robot sees
-    it only when every try hit a lagging replica (409 before issue 14). `resend_conflicts` > 0 sends such a
+    it only when every try hit a lagging replica. `resend_conflicts` > 0 sends such a
     pinned request again, up to that many times, one period apart.
     Stops at `stop_at` or when `stop` is set, after finishing the episode it is in."""
     rng = np.random.default_rng(abs(hash(name)) % 2**32)

@@ -20,7 +20,7 @@ from service.settings import ServeSettings
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy/grafana/dashboards/qipo.json"
 SUFFIXES = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"], "gauge": [""], "summary": [""]}
-# What the issue asks the dashboard to show, by the metric name in docs/architecture.md.
+# What the dashboard must show, by the metric name in docs/architecture.md.
 REQUIRED = [
     "qipo_act_requests_total",
     "qipo_act_latency_seconds_bucket",

@@ -30,7 +30,7 @@ from training.bench.summary import load_records, markdown, summarise, write_summ
 from training.config import QIPOConfig
 
 ROOT = Path(__file__).resolve().parents[2]
-# What the issue asks of every record.
+# What every record must carry.
 FIELDS = {"algo", "env", "dataset", "seed", "steps", "final_return", "last3_return", "normalized_own"}
 FIELDS |= {"normalized_d4rl_style", "wall_s", "config", "curve", "eval_seeds"}
 

@@ -327,7 +327,7 @@ def _index(records: list[Record]) -> dict[tuple[str, float, str], Record]:
 
 
 def checks(records: list[Record]) -> dict[str, list[str]]:
-    """The issue's claims, evaluated: which (dataset, β) pass and which do not, per claim."""
+    """The toy bench's claims, evaluated: which (dataset, β) pass and which do not, per claim."""
     idx = _index(records)
     keys = sorted({(r["dataset"], r["beta"]) for r in records}, key=lambda k: (k[0], k[1]))
     out: dict[str, list[str]] = {
