@@ -16,9 +16,10 @@ ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "configs" / "pendulum-demo.json"
 EVAL = ROOT / "docs" / "demo" / "eval.json"
 # A fresh run may differ from the committed one by thread count or BLAS build (float sums in another
-# order): each policy's mean return must land within this many return points of the file's. The BC/QIPO
-# gap in the file is about 500, so this still fails on any change that matters to the demo.
-SLOW_TOLERANCE = 30.0
+# order): each policy's mean return must land within this many return points of the file's. Measured: a
+# one-thread rerun on an AMD EPYC gave BC −648.23 (same to 1e-5) and QIPO −148.11 against −148.16. The
+# BC/QIPO gap is 500, so any change that matters to the demo still fails it.
+SLOW_TOLERANCE = 10.0
 UNPINNED = {"algo"}  # chosen per command by demo.sh (`--algo bc` for the BC run)
 
 
@@ -89,7 +90,7 @@ def test_demo_config_pins_every_setting() -> None:
 @pytest.mark.slow
 def test_a_fresh_demo_run_reproduces_the_committed_eval(tmp_path: Path) -> None:
     """scripts/demo.sh steps 1-4 (data, BC, QIPO from the BC run, evaluation on the same seeds) on one
-    thread: ~6 min of one core. Each mean return within SLOW_TOLERANCE of docs/demo/eval.json."""
+    thread: about 5 min of one core. Each mean return within SLOW_TOLERANCE of docs/demo/eval.json."""
     from typer.testing import CliRunner
 
     from training.cli import eval_command, train_command
