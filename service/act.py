@@ -453,7 +453,7 @@ def act_routes(service: ActService) -> list[BaseRoute]:
                     except codec.CodecError as exc:
                         raise unprocessable([], str(exc)) from None
                     reply = await service.act(obj, started)
-                    service.count(200, started)
+                    service.count(status.HTTP_200_OK, started)
                 except ActError as exc:
                     service.count(exc.status, started)
                     reply = {"status": exc.status, **_error_body(exc)}

@@ -47,7 +47,7 @@ class Follower:
         self.outages = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._stream = hasattr(registry, "read_events")
+        self._events = registry.event_stream()
         self._up = Gauge(
             "qipo_registry_up", "1 if the registry answered the last read", registry=metrics.registry
         )
@@ -115,7 +115,8 @@ class Follower:
 
     def _follow(self) -> None:
         """Sync whenever the generation moves; return only when stopped, raise UnavailableError on outage."""
-        last_id = self.registry.last_event_id() if self._stream else None  # type: ignore[attr-defined]
+        events = self._events
+        last_id = events.last_event_id() if events is not None else "0-0"
         while not self._stop.is_set():
             gen = self.registry.generation()
             if self.reachable is False:
@@ -128,11 +129,11 @@ class Follower:
                 self._gen.set(gen)
             self.last_sync = time.monotonic()
             self.manager.release_drained()
-            if self._stream:
+            if events is not None:
                 block_ms = min(int(self.poll_seconds * 1000), 2000)  # stay under the socket timeout
-                events = self.registry.read_events(last_id, block_ms)  # type: ignore[attr-defined]
-                if events:
-                    last_id = events[-1][0]
+                moves = events.read_events(last_id, block_ms)
+                if moves:
+                    last_id = moves[-1][0]
             else:
                 self._stop.wait(self.poll_seconds)
 

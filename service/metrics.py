@@ -15,6 +15,7 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
+from fastapi import status
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -30,8 +31,19 @@ from prometheus_client.utils import floatToGoString
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+# The statuses /act answers, exported from the start at 0 so a rate over them is defined before the first.
+ACT_STATUSES = (
+    status.HTTP_200_OK,
+    status.HTTP_409_CONFLICT,
+    status.HTTP_413_CONTENT_TOO_LARGE,
+    status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+    status.HTTP_422_UNPROCESSABLE_CONTENT,
+    status.HTTP_503_SERVICE_UNAVAILABLE,
+    status.HTTP_504_GATEWAY_TIMEOUT,
+)
 
-disable_created_metrics()  # type: ignore[no-untyped-call]  # prometheus_client leaves it unannotated; process-wide: the locked types below must not emit `_created` either
+# Process-wide: the loop-written families below must not emit `_created` samples either.
+disable_created_metrics()  # type: ignore[no-untyped-call]  # unannotated in prometheus_client
 
 
 class LoopHistogram:
@@ -84,8 +96,8 @@ class _LoopCollector:
     def collect(self) -> Iterator[Metric]:
         m = self.metrics
         requests = CounterMetricFamily("qipo_act_requests", "Act requests by HTTP status", labels=["status"])
-        for status, count in sorted(m.requests.items()):
-            requests.add_metric([str(status)], count)
+        for code, count in sorted(m.requests.items()):
+            requests.add_metric([str(code)], count)
         yield requests
         yield m.latency.family()
         yield m.batch_size.family()
@@ -101,7 +113,7 @@ class Metrics:
     def __post_init__(self) -> None:
         r = self.registry
         # HTTP status -> answers (see `count`); the statuses /act answers are exported from the start at 0.
-        self.requests: dict[int, int] = dict.fromkeys((200, 409, 413, 415, 422, 503, 504), 0)
+        self.requests: dict[int, int] = dict.fromkeys(ACT_STATUSES, 0)
         self.latency = LoopHistogram("qipo_act_latency_seconds", "End-to-end /act latency", LATENCY_BUCKETS)
         self.batch_size = LoopHistogram("qipo_batch_size", "Rows per ONNX call", BATCH_BUCKETS)
         self.queue_wait = LoopHistogram(

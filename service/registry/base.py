@@ -7,6 +7,7 @@ import abc
 import re
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 from pydantic import BaseModel, Field
 
@@ -76,8 +77,27 @@ def check_alias(alias: str) -> str:
     return alias
 
 
+Event = tuple[str, dict[str, str]]  # (stream entry id, fields)
+
+
+class EventStream(Protocol):
+    """A backend's stream of alias moves, for followers that wait on it instead of polling."""
+
+    def last_event_id(self) -> str:
+        """The id of the newest event ('0-0' when there is none)."""
+        ...
+
+    def read_events(self, last_id: str, block_ms: int) -> list[Event]:
+        """Events after `last_id`, waiting up to `block_ms` for one; raises UnavailableError."""
+        ...
+
+
 class Registry(abc.ABC):
     """One interface for every backend, so the CLI and the server never care where versions live."""
+
+    def event_stream(self) -> EventStream | None:
+        """The backend's event stream, or None when it has none (followers then poll `generation`)."""
+        return None
 
     @abc.abstractmethod
     def publish(self, artifact_dir: Path, *, force: bool = False) -> ModelVersion:

@@ -38,6 +38,8 @@ from service.artifact import MANIFEST_NAME, ArtifactError, Manifest, verify_arti
 from service.registry.base import (
     AliasMove,
     ConflictError,
+    Event,
+    EventStream,
     IntegrityError,
     ModelVersion,
     NotFoundError,
@@ -384,13 +386,16 @@ class RedisRegistry(Registry):
     def generation(self) -> int:
         return self._call(self._generation)
 
-    def read_events(self, last_id: str, block_ms: int) -> list[tuple[str, dict[str, str]]]:
+    def event_stream(self) -> EventStream:
+        return self
+
+    def read_events(self, last_id: str, block_ms: int) -> list[Event]:
         """Alias moves after `last_id` ('$' = from now), waiting up to `block_ms`; raises UnavailableError."""
 
         def read() -> Any:
             return self.client.xread({self.events_key: last_id}, block=block_ms, count=100)
 
-        out: list[tuple[str, dict[str, str]]] = []
+        out: list[Event] = []
         for _stream, entries in self._call(read) or []:
             for entry_id, fields in entries:
                 out.append((_s(entry_id), {_s(k): _s(v) for k, v in fields.items()}))
