@@ -211,7 +211,7 @@ def config_error(exc: Exception) -> str:
 
 
 def check_env(env_id: str, obs_dim: int, act_dim: int, what: str) -> None:
-    from training.envs import EnvError, check_fits
+    from training.data.envs import EnvError, check_fits
 
     try:
         check_fits(env_id, obs_dim, act_dim, what)
@@ -263,7 +263,8 @@ def train_command(
     quiet: QuietOpt = False,
 ) -> None:
     """Train a QIPO (or BC) flow policy offline. Under `torchrun` (RANK/WORLD_SIZE set) every process
-    trains on its slice of each global batch and rank 0 writes the run (docs/training.md#training-at-scale)."""
+    trains on its slice of each global batch and rank 0 writes the run (docs/training.md, "Training at
+    scale")."""
     from training import distributed
 
     try:

@@ -69,7 +69,7 @@ def test_data_make_cli_writes_reacher_and_refuses_unknown_kinds(tmp_path: Path) 
 def test_every_suite_env_builds_here() -> None:
     """Each family's env id exists in this gymnasium (Walker2d too, though its actor is not committed)."""
     pytest.importorskip("mujoco")
-    from training.envs import env_info
+    from training.data.envs import env_info
 
     for family in FAMILIES.values():
         assert env_info(family.env_id).act_dim >= 1

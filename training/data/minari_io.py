@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from training.data.dataset import DatasetError, TransitionDataset, from_arrays
+from training.data.transitions import DatasetError, TransitionDataset, from_arrays
 
 
 @dataclass

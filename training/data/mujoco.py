@@ -151,7 +151,6 @@ def make_mujoco_datasets(
     if unknown:
         raise ValueError(f"unknown dataset kind(s) {unknown}; choose from {KINDS}")
     env_id = ENVS[env]
-    expert_steps = sac_steps if expert_steps is None else expert_steps
     base = root / env
     base.mkdir(parents=True, exist_ok=True)
     policy_path = (policies or POLICIES) / f"{env}.npz"
@@ -165,72 +164,98 @@ def make_mujoco_datasets(
         "returns": {},
         "datasets": {},
     }
-    timings = record["timings_s"]
     if train:
         started = time.perf_counter()
-        record["policies"] = train_policies(env_id, policy_path, sac_steps, expert_steps, seed, progress)
-        timings["sac_train"] = round(time.perf_counter() - started, 1)
+        expert = sac_steps if expert_steps is None else expert_steps
+        record["policies"] = train_policies(env_id, policy_path, sac_steps, expert, seed, progress)
+        record["timings_s"]["sac_train"] = round(time.perf_counter() - started, 1)
     elif not policy_path.exists():
         raise RuntimeError(
             f"{policy_path} not found: train the behaviour policies with `qipo data make {env} --train-sac`"
         )
     else:
         record["policies"] = {"policy_file": policy_path.name, "sha256": sha256_file(policy_path)}
-    marks = _stored_steps(policy_path)
-    record["policies"]["snapshot_steps"] = marks
+    record["policies"]["snapshot_steps"] = _stored_steps(policy_path)
+    episodes = _roll_out(env, policy_path, kinds, transitions, seed, progress, record)
+    out = _write_kinds(root, env, kinds, episodes, record)
+    (base / GENERATION_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    return out
+
+
+def _roll_out(
+    env: str,
+    policy_path: Path,
+    kinds: tuple[str, ...],
+    transitions: int,
+    seed: int,
+    progress: bool,
+    record: dict[str, Any],
+) -> dict[str, list[Episode]]:
+    """The random, medium and expert rollouts (and the SAC snapshots' for medium-replay); their timings,
+    mean returns and the own-score references go into `record`."""
+    env_id = record["env_id"]
+    marks = record["policies"]["snapshot_steps"]
 
     def timed_rollouts(name: str, actor: NumpyActor | None, n: int, offset: int) -> list[Episode]:
         started = time.perf_counter()
         eps = rollouts(env_id, actor, n, seed + offset, f"{env}/{name}", progress)
-        timings[f"{name}_rollouts"] = round(time.perf_counter() - started, 1)
+        record["timings_s"][f"{name}_rollouts"] = round(time.perf_counter() - started, 1)
+        record["returns"][name] = mean_return(eps)
         return eps
 
-    random_eps = timed_rollouts("random", None, transitions, 0)
-    record["returns"]["random"] = mean_return(random_eps)
-    medium_eps = timed_rollouts("medium", load_actor(policy_path, "medium"), transitions, 1_000_000)
-    record["returns"]["medium"] = mean_return(medium_eps)
-    # The expert's return is the own-score reference (100) of every kind, so it is always rolled out.
-    expert_eps = timed_rollouts(
-        "expert", load_actor(policy_path, "expert"), transitions - transitions // 2, 2_000_000
-    )
-    record["returns"]["expert"] = mean_return(expert_eps)
-    replay_eps: list[Episode] = []
+    episodes = {
+        "random": timed_rollouts("random", None, transitions, 0),
+        "medium": timed_rollouts("medium", load_actor(policy_path, "medium"), transitions, 1_000_000),
+        # The expert's return is the own-score reference (100) of every kind, so it is always rolled out.
+        "expert": timed_rollouts(
+            "expert", load_actor(policy_path, "expert"), transitions - transitions // 2, 2_000_000
+        ),
+        "medium-replay": [],
+    }
     if "medium-replay" in kinds:
-        replay_eps = replay_rollouts(env_id, policy_path, marks, seed, progress)
-        record["returns"]["medium_replay"] = mean_return(replay_eps)
+        episodes["medium-replay"] = replay_rollouts(env_id, policy_path, marks, seed, progress)
+        record["returns"]["medium_replay"] = mean_return(episodes["medium-replay"])
     record["own_refs"] = {"random": record["returns"]["random"], "expert": record["returns"]["expert"]}
-    out: dict[str, Path] = {}
-    sac_total = marks["medium"]
+    return episodes
 
-    def write(kind: str, episodes: list[Episode], algorithm: str) -> None:
+
+def _write_kinds(
+    root: Path, env: str, kinds: tuple[str, ...], episodes: dict[str, list[Episode]], record: dict[str, Any]
+) -> dict[str, Path]:
+    """Each requested kind as a Minari dataset under `root`, described in `record["datasets"]`."""
+    env_id, seed, transitions = record["env_id"], record["seed"], record["transitions"]
+    marks = record["policies"]["snapshot_steps"]
+    sac_total = marks["medium"]
+    medium = episodes["medium"]
+    chosen = {
+        "random": (episodes["random"], f"uniform random, seed {seed}"),
+        "medium": (medium[: _episodes_for(medium, transitions)], f"SAC {sac_total} steps"),
+        "medium-replay": (episodes["medium-replay"], f"SAC snapshots over its first {sac_total} steps"),
+        "medium-expert": (
+            medium[: _episodes_for(medium, transitions // 2)] + episodes["expert"],
+            f"SAC {sac_total} + {marks['expert']} steps",
+        ),
+    }
+    out: dict[str, Path] = {}
+    for kind in (k for k in KINDS if k in kinds):
+        eps, algorithm = chosen[kind]
         out[kind] = write_minari(
             root,
             f"{env}/{kind}-v0",
-            episodes,
+            eps,
             env_id,
             algorithm=algorithm,
-            description=f"{env_id} {kind}: {sum(len(e.actions) for e in episodes)} transitions, "
+            description=f"{env_id} {kind}: {sum(len(e.actions) for e in eps)} transitions, "
             f"regenerate with `qipo data make {env} --seed {seed}`",
             ref_min_score=record["own_refs"]["random"],
             ref_max_score=record["own_refs"]["expert"],
         )
         record["datasets"][kind] = {
             "path": str(out[kind]),
-            "episodes": len(episodes),
-            "transitions": int(sum(len(e.actions) for e in episodes)),
-            "mean_return": mean_return(episodes),
+            "episodes": len(eps),
+            "transitions": int(sum(len(e.actions) for e in eps)),
+            "mean_return": mean_return(eps),
         }
-
-    if "random" in kinds:
-        write("random", random_eps, f"uniform random, seed {seed}")
-    if "medium" in kinds:
-        write("medium", medium_eps[: _episodes_for(medium_eps, transitions)], f"SAC {sac_total} steps")
-    if "medium-replay" in kinds:
-        write("medium-replay", replay_eps, f"SAC snapshots over its first {sac_total} steps")
-    if "medium-expert" in kinds:
-        half = medium_eps[: _episodes_for(medium_eps, transitions // 2)]
-        write("medium-expert", half + expert_eps, f"SAC {sac_total} + {marks['expert']} steps")
-    (base / GENERATION_FILE).write_text(json.dumps(record, indent=2) + "\n")
     return out
 
 

@@ -107,8 +107,6 @@ def train_sac(
     import gymnasium as gym
     import torch
 
-    from training import optim
-
     cfg = cfg or SACConfig()
     env = gym.make(env_id)
     obs_dim = int(env.observation_space.shape[0])  # type: ignore[index]
@@ -120,32 +118,11 @@ def train_sac(
         state["env_steps"] = 0
         state["rng"] = np.random.default_rng(seed)
         state["episodes"] = 0
-    capacity = state["env_steps"] + steps
-    if buffer is None:
-        buffer = ReplayBuffer(capacity, obs_dim, act_dim)
-    elif buffer.obs.shape[0] < capacity:
-        grown = ReplayBuffer(capacity, obs_dim, act_dim)
-        for name in ("obs", "next_obs", "actions", "rewards", "terminated", "truncated"):
-            getattr(grown, name)[: buffer.size] = getattr(buffer, name)[: buffer.size]
-        grown.size = buffer.size
-        buffer = grown
-    actor, q, q_target, log_alpha = state["actor"], state["q"], state["q_target"], state["log_alpha"]
-    opt_actor, opt_q, opt_alpha = state["opt_actor"], state["opt_q"], state["opt_alpha"]
+    buffer = _buffer_for(buffer, state["env_steps"] + steps, obs_dim, act_dim)
     rng: np.random.Generator = state["rng"]
-    target_entropy = -float(act_dim)
+    sample = _squashed_gaussian(state["actor"])
     scale = torch.as_tensor((high - low) / 2.0, dtype=torch.float32)
     centre = torch.as_tensor((high + low) / 2.0, dtype=torch.float32)
-
-    def sample(o: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mean, log_std = actor(o).chunk(2, dim=-1)
-        log_std = log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
-        u = mean + log_std.exp() * torch.randn_like(mean)
-        a = torch.tanh(u)
-        # log π(a|s) of the squashed Gaussian (the numerically stable form of log(1 − tanh²u)).
-        gauss = -0.5 * (((u - mean) / log_std.exp()) ** 2) - log_std - 0.5 * math.log(2 * math.pi)
-        squash = 2 * (math.log(2) - u - torch.nn.functional.softplus(-2 * u))
-        return a, (gauss - squash).sum(-1)
-
     obs, _ = env.reset(seed=seed + state["episodes"])
     for _ in range(steps):
         if state["env_steps"] < cfg.learning_starts:
@@ -163,37 +140,93 @@ def train_sac(
         else:
             obs = next_obs
         if state["env_steps"] >= cfg.learning_starts:
-            idx = torch.as_tensor(rng.integers(0, buffer.size, cfg.batch_size))
-            o = torch.as_tensor(buffer.obs)[idx]
-            a = torch.as_tensor(buffer.actions)[idx]
-            r = torch.as_tensor(buffer.rewards)[idx]
-            o2 = torch.as_tensor(buffer.next_obs)[idx]
-            d = torch.as_tensor(buffer.terminated)[idx].float()
-            alpha = log_alpha.exp().detach()
-            with torch.no_grad():
-                a2, logp2 = sample(o2)
-                q2 = q_target(o2, a2).min(0).values - alpha * logp2
-                target = r + cfg.gamma * (1 - d) * q2
-            q_loss = 0.5 * ((q(o, a) - target) ** 2).mean(-1).sum()
-            optim.step(opt_q, q_loss, q.parameters(), None)
-            a_pi, logp = sample(o)
-            actor_loss = (alpha * logp - q(o, a_pi).min(0).values).mean()
-            optim.step(opt_actor, actor_loss, actor.parameters(), None)
-            alpha_loss = -(log_alpha * (logp.detach() + target_entropy)).mean()
-            optim.step(opt_alpha, alpha_loss, [log_alpha], None)
-            with torch.no_grad():
-                torch._foreach_lerp_(list(q_target.parameters()), list(q.parameters()), cfg.tau)
+            _update(state, buffer, rng, cfg, sample, target_entropy=-float(act_dim))
         if progress:
             progress(1)
     env.close()
     return state, buffer
 
 
+def _buffer_for(buffer: ReplayBuffer | None, capacity: int, obs_dim: int, act_dim: int) -> ReplayBuffer:
+    """`buffer`, grown (contents kept) to hold `capacity` transitions; a new one when there is none."""
+    if buffer is None:
+        return ReplayBuffer(capacity, obs_dim, act_dim)
+    if buffer.obs.shape[0] >= capacity:
+        return buffer
+    grown = ReplayBuffer(capacity, obs_dim, act_dim)
+    for name in ("obs", "next_obs", "actions", "rewards", "terminated", "truncated"):
+        getattr(grown, name)[: buffer.size] = getattr(buffer, name)[: buffer.size]
+    grown.size = buffer.size
+    return grown
+
+
+def _squashed_gaussian(actor: Any) -> Callable[[Any], tuple[Any, Any]]:
+    """s → (a in [-1, 1], log π(a|s)): the tanh-squashed Gaussian policy of `actor`'s (mean, log std)."""
+    import torch
+
+    def sample(o: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, log_std = actor(o).chunk(2, dim=-1)
+        log_std = log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)
+        u = mean + log_std.exp() * torch.randn_like(mean)
+        a = torch.tanh(u)
+        # log π(a|s) of the squashed Gaussian (the numerically stable form of log(1 − tanh²u)).
+        gauss = -0.5 * (((u - mean) / log_std.exp()) ** 2) - log_std - 0.5 * math.log(2 * math.pi)
+        squash = 2 * (math.log(2) - u - torch.nn.functional.softplus(-2 * u))
+        return a, (gauss - squash).sum(-1)
+
+    return sample
+
+
+def _update(
+    state: dict[str, Any],
+    buffer: ReplayBuffer,
+    rng: np.random.Generator,
+    cfg: SACConfig,
+    sample: Callable[[Any], tuple[Any, Any]],
+    target_entropy: float,
+) -> None:
+    """One SAC gradient step on a sampled batch: twin Q, actor, temperature, then the Polyak target."""
+    import torch
+
+    q, q_target, log_alpha = state["q"], state["q_target"], state["log_alpha"]
+    idx = torch.as_tensor(rng.integers(0, buffer.size, cfg.batch_size))
+    o = torch.as_tensor(buffer.obs)[idx]
+    a = torch.as_tensor(buffer.actions)[idx]
+    r = torch.as_tensor(buffer.rewards)[idx]
+    o2 = torch.as_tensor(buffer.next_obs)[idx]
+    d = torch.as_tensor(buffer.terminated)[idx].float()
+    alpha = log_alpha.exp().detach()
+    with torch.no_grad():
+        a2, logp2 = sample(o2)
+        q2 = q_target(o2, a2).min(0).values - alpha * logp2
+        target = r + cfg.gamma * (1 - d) * q2
+    q_loss = 0.5 * ((q(o, a) - target) ** 2).mean(-1).sum()
+    _step(state["opt_q"], q_loss)
+    a_pi, logp = sample(o)
+    actor_loss = (alpha * logp - q(o, a_pi).min(0).values).mean()
+    _step(state["opt_actor"], actor_loss)
+    alpha_loss = -(log_alpha * (logp.detach() + target_entropy)).mean()
+    _step(state["opt_alpha"], alpha_loss)
+    with torch.no_grad():
+        torch._foreach_lerp_(list(q_target.parameters()), list(q.parameters()), cfg.tau)
+
+
+def _adam(params: Any, lr: float) -> Any:
+    """Adam with the fused CPU kernel (one kernel over all parameters), as the trainer's networks use."""
+    import torch
+
+    return torch.optim.Adam(params, lr=lr, fused=True)
+
+
+def _step(opt: Any, loss: Any) -> None:
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
 def _build(obs_dim: int, act_dim: int, cfg: SACConfig, low: Any, high: Any) -> dict[str, Any]:
     import torch
     from torch import nn
-
-    from training import optim
 
     class TwinQ(nn.Module):
         """Both Q heads as one batched MLP: weights [2, in, out], one bmm per layer."""
@@ -244,9 +277,9 @@ def _build(obs_dim: int, act_dim: int, cfg: SACConfig, low: Any, high: Any) -> d
         "q": q,
         "q_target": q_target,
         "log_alpha": log_alpha,
-        "opt_actor": optim.adam(actor.parameters(), cfg.lr),
-        "opt_q": optim.adam(q.parameters(), cfg.lr),
-        "opt_alpha": optim.adam([log_alpha], cfg.lr),
+        "opt_actor": _adam(actor.parameters(), cfg.lr),
+        "opt_q": _adam(q.parameters(), cfg.lr),
+        "opt_alpha": _adam([log_alpha], cfg.lr),
         "actor_npz": actor_npz,
         "config": asdict(cfg),
     }
