@@ -45,6 +45,13 @@ class QIPOConfig(BaseModel):
         "QIPO fell below its BC (829 → 485); 30k reach 0.93 and QIPO rises above it (docs/bench/rl-probes)",
     )
     improve_steps: int = Field(default=4_000, ge=0)
+    action_horizon: int = Field(
+        default=1,
+        ge=1,
+        description="H: the policy emits a chunk of H actions, executed open-loop (issue 29). The flow "
+        "models H·A dimensions, the critic Q(s_t, a_{t:t+H}) backs up the H-step discounted reward sum and "
+        "γ^H·V(s_{t+H}); windows never cross an episode end (training.chunks). 1: one action per state",
+    )
     # Policy improvement.
     beta: float = Field(
         default=3.0, ge=0, description="Inverse temperature of softmax(β·Q) over a support set"

@@ -64,7 +64,9 @@ def evaluate(
 
     All episodes step in lock-step and share one batched `policy.infer` per step (a vectorised rollout
     that keeps each env's own seed and stops stepping an env once its episode ends); `policy.reset()`
-    runs once before the episodes start.
+    runs once before the episodes start. A chunked policy (`infer` answers [B, H, A]) is executed
+    open-loop: each chunk's H actions are applied in turn and a new chunk is planned every H steps, from
+    the state reached then (the seed of the step at which it is planned).
     """
     import gymnasium as gym
 
@@ -73,14 +75,19 @@ def evaluate(
     policy.reset()
     returns = np.zeros(episodes)
     active = list(range(episodes))
-    step = 0
+    step, horizon = 0, 1
+    plan: dict[int, np.ndarray] = {}  # env → its current chunk [H, A]
     bar = tqdm(desc=f"eval {env_id}", unit="step", disable=not progress, leave=False)
     while active:
-        states = np.stack([obs[i] for i in active]).astype(np.float32)
-        actions = policy.infer(states, Seeds([step_seed(seed, i, step) for i in active]))
+        if step % horizon == 0:  # every step for H = 1; all envs re-plan together, being in lock-step
+            states = np.stack([obs[i] for i in active]).astype(np.float32)
+            out = policy.infer(states, Seeds([step_seed(seed, i, step) for i in active]))
+            chunks = out[:, None] if out.ndim == 2 else out
+            horizon = chunks.shape[1]
+            plan = {i: chunks[row] for row, i in enumerate(active)}
         still = []
-        for row, i in enumerate(active):
-            obs[i], reward, terminated, truncated, _ = envs[i].step(actions[row])
+        for i in active:
+            obs[i], reward, terminated, truncated, _ = envs[i].step(plan[i][step % horizon])
             returns[i] += float(reward)
             if not (terminated or truncated):
                 still.append(i)

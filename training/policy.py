@@ -119,7 +119,9 @@ def integrate(
 
 
 class FlowPolicy(nn.Module):
-    """state [B, S] (raw), noise [B, A] → action [B, A] (env units, within bounds).
+    """state [B, S] (raw), noise [B, H·A] → action [B, A] (env units, within bounds), or the chunk
+    [B, H, A] of H actions to execute open-loop when `horizon` H > 1 (the flow then transports H·A
+    dimensions, and each action of the chunk is mapped back to env units as a single action is).
 
     `noise_scale` multiplies the source noise inside the graph: 1 samples the policy, 0 takes the action
     its flow carries the noise mean to (the deterministic action, as the peers act with their mean).
@@ -128,7 +130,7 @@ class FlowPolicy(nn.Module):
     net: VelocityNet
     normalizer: Normalizer
 
-    candidates = 1  # noise rows per state: the noise input is [B, candidates·A]
+    candidates = 1  # noise rows per state: the noise input is [B, candidates·H·A]
 
     def __init__(
         self,
@@ -137,6 +139,7 @@ class FlowPolicy(nn.Module):
         path: ProbabilityPath,
         steps: int,
         noise_scale: float = 1.0,
+        horizon: int = 1,
     ) -> None:
         super().__init__()
         self.net = net
@@ -144,11 +147,17 @@ class FlowPolicy(nn.Module):
         self.path = path
         self.steps = steps
         self.noise_scale = noise_scale
+        self.horizon = horizon
         self._rng = np.random.default_rng()  # noise for `infer(states)` without any (pass Seeds to fix it)
 
     @property
+    def chunk_dim(self) -> int:
+        """H·A: the dimensions the flow transports per candidate."""
+        return self.horizon * self.normalizer.act_dim
+
+    @property
     def noise_dim(self) -> int:
-        return self.candidates * self.normalizer.act_dim
+        return self.candidates * self.chunk_dim
 
     @property
     def metadata(self) -> PolicyMetadata:
@@ -164,7 +173,8 @@ class FlowPolicy(nn.Module):
 
     @torch.inference_mode()
     def infer(self, states: np.ndarray, noise: Noise = None) -> np.ndarray:
-        """Actions [B, A] (float32, env units) for raw states [B, S]: the `Policy` contract."""
+        """Actions [B, A] (float32, env units) for raw states [B, S]: the `Policy` contract; a chunked
+        policy (H > 1) answers [B, H, A]."""
         rows = as_states(states, self.normalizer.obs_dim)
         z = resolve_noise(noise, len(rows), self.noise_dim, self._rng)
         device = self.normalizer.obs_mean.device
@@ -179,14 +189,21 @@ class FlowPolicy(nn.Module):
         if self.noise_scale != 1:  # full-noise models export without the extra op
             noise = self.noise_scale * noise
         x = integrate(self.net, self.path, self.normalizer.state(state), noise, self.steps)
+        return self.to_env(x)
+
+    def to_env(self, x: Tensor) -> Tensor:
+        """Unit-box [B, H·A] → env units: [B, A] for H = 1 (the graph as before chunks), else [B, H, A]."""
+        if self.horizon > 1:
+            x = x.reshape(-1, self.horizon, self.normalizer.act_dim)
         return self.normalizer.action_from_unit(x)
 
 
 class BestOfNPolicy(FlowPolicy):
     """Best-of-N action selection by Q, exported in one graph with the critic (docs/architecture.md, "QIPO").
 
-    state [B, S], noise [B, N·A] (N candidate noises per state, laid out candidate-major within a row)
-    → the candidate with the largest min(Q1, Q2), in env units. With N = 1 it equals `FlowPolicy`.
+    state [B, S], noise [B, N·H·A] (N candidate noises per state, laid out candidate-major within a row)
+    → the candidate with the largest min(Q1, Q2), in env units. With N = 1 it equals `FlowPolicy`. For
+    H > 1 the candidates are chunks, ranked by the chunk critic Q(s, a_{t:t+H}).
     """
 
     def __init__(
@@ -197,18 +214,19 @@ class BestOfNPolicy(FlowPolicy):
         steps: int,
         q: TwinQ,
         candidates: int,
+        horizon: int = 1,
     ) -> None:
-        super().__init__(net, normalizer, path, steps)
+        super().__init__(net, normalizer, path, steps, horizon=horizon)
         self.q = q
         self.candidates = candidates
 
     def forward(self, state: Tensor, noise: Tensor) -> Tensor:
-        n, a_dim = self.candidates, self.normalizer.act_dim
+        n, a_dim = self.candidates, self.chunk_dim
         s_norm = self.normalizer.state(state)
-        flat_noise = noise.reshape(-1, a_dim)  # [B·N, A], state-major
+        flat_noise = noise.reshape(-1, a_dim)  # [B·N, H·A], state-major
         x = integrate(self.net, self.path, s_norm, flat_noise, self.steps, repeats=n).clamp(-1.0, 1.0)
         q = self.q.q_min(repeat_rows(s_norm, n), x).reshape(-1, n)
         best = q.argmax(dim=-1, keepdim=True)  # [B, 1]
         index = best.unsqueeze(-1).expand(best.shape[0], 1, a_dim)
         chosen = torch.gather(x.reshape(-1, n, a_dim), 1, index).reshape(-1, a_dim)
-        return self.normalizer.action_from_unit(chosen)
+        return self.to_env(chosen)

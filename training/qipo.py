@@ -33,6 +33,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from training import distributed, optim
+from training.chunks import chunk_windows, restrict_check, windowed_next_rows
 from training.config import QIPOConfig
 from training.critic import Critic, IQLCritic, SoftmaxQCritic
 from training.data.dataset import TransitionDataset
@@ -82,7 +83,10 @@ def sampling_dtype(precision: str) -> torch.dtype:
 
 
 def make_critic(cfg: QIPOConfig, obs_dim: int, act_dim: int) -> Critic:
+    """A critic over `act_dim`-dimensional actions (H·A for chunks) that discounts its bootstrap by γ^H:
+    one backup spans a whole chunk (`training.chunks`)."""
     n = cfg.network
+    gamma = cfg.gamma**cfg.action_horizon
     q = TwinQ(obs_dim, act_dim, n.critic_hidden, n.critic_layers)
     if cfg.critic_kind == "iql":
         return IQLCritic(
@@ -90,14 +94,14 @@ def make_critic(cfg: QIPOConfig, obs_dim: int, act_dim: int) -> Critic:
             obs_dim=obs_dim,
             hidden=n.critic_hidden,
             layers=n.critic_layers,
-            gamma=cfg.gamma,
+            gamma=gamma,
             tau=cfg.tau,
             expectile=cfg.expectile,
             lr=cfg.critic_lr,
             grad_clip=cfg.critic_grad_clip,
         )
     return SoftmaxQCritic(
-        q, gamma=cfg.gamma, tau=cfg.tau, beta_q=cfg.beta_q, lr=cfg.critic_lr, grad_clip=cfg.critic_grad_clip
+        q, gamma=gamma, tau=cfg.tau, beta_q=cfg.beta_q, lr=cfg.critic_lr, grad_clip=cfg.critic_grad_clip
     )
 
 
@@ -152,12 +156,7 @@ def advantage_gate(q: Tensor) -> Tensor:
 
 def next_state_rows(observations: np.ndarray, next_observations: np.ndarray) -> tuple[Tensor, Tensor]:
     """(next_index [N], extra [E]): s'_i is row next_index[i] of concat(observations, next_obs[extra])."""
-    n = observations.shape[0]
-    follows = np.zeros(n, dtype=bool)
-    follows[:-1] = np.all(next_observations[:-1] == observations[1:], axis=1)
-    extra = np.flatnonzero(~follows)
-    index = np.arange(1, n + 1)
-    index[extra] = n + np.arange(len(extra))
+    index, extra = windowed_next_rows(observations, next_observations, 1)
     return torch.as_tensor(index), torch.as_tensor(extra)
 
 
@@ -175,43 +174,56 @@ class QIPOTrainer:
         self.gen = torch.Generator().manual_seed(cfg.seed)
         self.normalizer = Normalizer.fit(dataset.observations, dataset.action_low, dataset.action_high)
         norm = self.normalizer
+        self.reward_scale = resolve_reward_scale(cfg, dataset)
+        rewards = torch.as_tensor(dataset.rewards) * self.reward_scale  # per step
+        # "The action" of row t is the window a_{t:t+H} (training.chunks; H = 1: the transition itself):
+        # the flow and the critic see [N, H·A], each action of a chunk normalised as a single action is,
+        # and the critic backs up the H-step reward sum r, the terminal-in-window d and s' = s_{t+H}.
+        self.windows = chunk_windows(
+            rewards.cpu().numpy(), dataset.terminals, dataset.timeouts, cfg.action_horizon, cfg.gamma
+        )
+        win = self.windows
+        self.act_dim = dataset.act_dim * cfg.action_horizon
+        next_states = dataset.next_observations[win.next_rows]
         with torch.no_grad():
             self.s = norm.state(torch.as_tensor(dataset.observations))
-            self.s_next = norm.state(torch.as_tensor(dataset.next_observations))
-            self.a = norm.action_to_unit(torch.as_tensor(dataset.actions)).clamp(-1, 1)
-        self.reward_scale = resolve_reward_scale(cfg, dataset)
-        self.r = torch.as_tensor(dataset.rewards) * self.reward_scale
-        self.d = torch.as_tensor(dataset.terminals, dtype=torch.float32)
+            self.s_next = norm.state(torch.as_tensor(next_states))
+            unit = norm.action_to_unit(torch.as_tensor(dataset.actions)).clamp(-1, 1)
+            self.a = unit[torch.as_tensor(win.action_rows)].reshape(dataset.size, self.act_dim)
+        self.r = torch.as_tensor(win.rewards)
+        self.d = torch.as_tensor(win.dones, dtype=torch.float32)
         self.path = make_path(cfg.variant, cfg.solver)
         net_cfg = cfg.network
         self.net = VelocityNet(
-            dataset.obs_dim, dataset.act_dim, net_cfg.hidden, net_cfg.blocks, net_cfg.time_dim
+            dataset.obs_dim, self.act_dim, net_cfg.hidden, net_cfg.blocks, net_cfg.time_dim
         )
-        self.critic = make_critic(cfg, dataset.obs_dim, dataset.act_dim)
+        self.critic = make_critic(cfg, dataset.obs_dim, self.act_dim)
         # Whole episodes held out of every phase: the critic is checked against their Monte-Carlo returns.
         fraction = cfg.holdout_episodes if cfg.algo == "qipo" else 0.0
         train_rows, held = holdout_split(dataset.terminals, dataset.timeouts, fraction, cfg.seed)
-        self.train_rows = torch.as_tensor(train_rows)
+        self.train_rows = torch.as_tensor(train_rows[win.valid[train_rows]])  # rows that start a window
         # Monte-Carlo returns where episodes are long enough, else n-step returns closed by the critic
-        self.return_check = return_check(
-            self.r.cpu().numpy(),
+        check = return_check(
+            rewards.cpu().numpy(),
             dataset.terminals,
             dataset.timeouts,
             held,
             cfg.gamma,
             int(3 / (1 - cfg.gamma)),
         )
+        self.return_check = restrict_check(check, win.valid)
         self.mc_rows = torch.as_tensor(self.return_check.rows)
         k = min(ADVANTAGE_ROWS, len(self.mc_rows))  # evenly spaced over the held-out steps, fixed
         self.adv_index = (np.arange(k) * len(self.mc_rows)) // max(k, 1)
         self._advantage_at: tuple[int, dict[str, float | None]] | None = None  # (step, result)
         self.probe = self.train_rows[probe_indices(len(self.train_rows), cfg.probe_states, cfg.seed)]
-        # s' of transition i is usually s of transition i + 1: behaviour samples are drawn once per distinct
+        # s' of window i (s_{i+H}) is usually s of row i + H: behaviour samples are drawn once per distinct
         # state, at `sample_states` = dataset states + the few s' that are not (episode ends); next_index[i]
         # is the row holding s'_i. With the same keyed noise, the samples at s are renewal 0's support sets
         # (the policy has not changed since the behaviour warm-up), so that renewal costs no sampling.
-        self.next_index, extra = next_state_rows(dataset.observations, dataset.next_observations)
-        self.sample_states = torch.cat([self.s, self.s_next[extra]])
+        next_index, extra = windowed_next_rows(dataset.observations, next_states, cfg.action_horizon)
+        self.next_index = torch.as_tensor(next_index)
+        self.sample_states = torch.cat([self.s, self.s_next[torch.as_tensor(extra)]])
         self._params = list(self.net.parameters())
         self.opt = optim.adam(self._params, cfg.lr)
         self.sched = self._scheduler(cfg.behavior_steps)
@@ -273,17 +285,24 @@ class QIPOTrainer:
             if self.cfg.algo == "bc":
                 raise ValueError("best-of-n ranks candidates by the critic, and algo bc trains none")
             return BestOfNPolicy(
-                self.net, self.normalizer, self.path, self.cfg.steps, self.critic.q, self.cfg.best_of_n
+                self.net,
+                self.normalizer,
+                self.path,
+                self.cfg.steps,
+                self.critic.q,
+                self.cfg.best_of_n,
+                horizon=self.cfg.action_horizon,
             ).eval()
         scale = self.cfg.action_noise if noise_scale is None else noise_scale
-        return FlowPolicy(self.net, self.normalizer, self.path, self.cfg.steps, scale).eval()
+        horizon = self.cfg.action_horizon
+        return FlowPolicy(self.net, self.normalizer, self.path, self.cfg.steps, scale, horizon).eval()
 
     @torch.inference_mode()
     def sample_unit_actions(
         self, net: VelocityNet, s_norm: Tensor, rows: Tensor, m: int, renewal: int, desc: str = "sampling"
     ) -> Tensor:
         """m samples (unit box) of `net` at states `s_norm[rows]`, keyed noise, batched: [len(rows), m, A]."""
-        n, a_dim = len(rows), self.dataset.act_dim
+        n, a_dim = len(rows), self.act_dim
         out = torch.empty(n, m, a_dim)
         rows_per_pass = max(1, self.cfg.sample_batch // m)
         starts = range(0, n, rows_per_pass)
@@ -301,7 +320,7 @@ class QIPOTrainer:
     def renew_support(self) -> None:
         """Freeze the policy, forget every support set, and fix this renewal's temperature on the probe."""
         started = time.perf_counter()
-        n, m, a_dim = self.dataset.size, self.cfg.support_size, self.dataset.act_dim
+        n, m, a_dim = self.dataset.size, self.cfg.support_size, self.act_dim
         self.renewals += 1
         self.frozen = copy.deepcopy(self.net).eval().requires_grad_(False)
         if self.supports is None:
@@ -355,7 +374,7 @@ class QIPOTrainer:
         Under torchrun each rank draws a block of every chunk and all gather it: the time divides by the
         world size, and every rank then holds every set."""
         assert self.supports is not None
-        m1, a_dim = self.cfg.support_size + 1, self.dataset.act_dim
+        m1, a_dim = self.cfg.support_size + 1, self.act_dim
 
         def packed(rows: Tensor) -> Tensor:
             support, q = self._draw_support(rows)
@@ -677,7 +696,7 @@ class QIPOTrainer:
         """The checkpoint's drawn sets (rank 0's; any rank may use them: a set depends only on the frozen
         policy, the critic and its keyed noise), or a dense one from before sparse sets."""
         if state.get("supports") is not None:
-            m1, a_dim = self.cfg.support_size + 1, self.dataset.act_dim
+            m1, a_dim = self.cfg.support_size + 1, self.act_dim
             sets = SupportSets(self.dataset.size, m1, a_dim)
             sets.load_state_dict(state["supports"])
             return sets
@@ -699,6 +718,11 @@ class QIPOTrainer:
                 f"run needs {self.cfg.variant} and {self.cfg.network.model_dump()} to reuse its behaviour "
                 "policy"
             )
+        if other.action_horizon != self.cfg.action_horizon:
+            raise ValueError(
+                f"{checkpoint} models chunks of {other.action_horizon} actions and this run "
+                f"{self.cfg.action_horizon}; train its behaviour policy with the same action_horizon"
+            )
         self.net.load_state_dict(state["net"])
         self.step = self.k1
 
@@ -712,7 +736,8 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def policy_from_checkpoint(path: Path) -> tuple[FlowPolicy, QIPOConfig, dict[str, Any]]:
-    """Rebuild the exported/evaluated policy from a checkpoint alone (no dataset needed)."""
+    """Rebuild the exported/evaluated policy from a checkpoint alone (no dataset needed); a chunked run
+    (action_horizon H > 1) gives a policy answering [B, H, A]."""
     state = load_checkpoint(path)
     # a checkpoint from before `action_noise` existed acted, and was scored, at full noise
     cfg = QIPOConfig.model_validate({"action_noise": 1.0} | state["config"])
@@ -724,7 +749,8 @@ def policy_from_checkpoint(path: Path) -> tuple[FlowPolicy, QIPOConfig, dict[str
         norm_state["act_high"].numpy(),
     )
     normalizer.load_state_dict(norm_state)
-    obs_dim, act_dim = normalizer.obs_dim, normalizer.act_dim
+    horizon = cfg.action_horizon  # a chunked policy's flow and critic act on H·A dimensions
+    obs_dim, act_dim = normalizer.obs_dim, normalizer.act_dim * horizon
     n = cfg.network
     net = VelocityNet(obs_dim, act_dim, n.hidden, n.blocks, n.time_dim)
     net.load_state_dict(state["net"])
@@ -732,8 +758,9 @@ def policy_from_checkpoint(path: Path) -> tuple[FlowPolicy, QIPOConfig, dict[str
     if cfg.action_selection == "best-of-n":
         q = TwinQ(obs_dim, act_dim, n.critic_hidden, n.critic_layers)
         q.load_state_dict(state["critic"]["q"])
-        return BestOfNPolicy(net, normalizer, path_, cfg.steps, q, cfg.best_of_n).eval(), cfg, state
-    return FlowPolicy(net, normalizer, path_, cfg.steps, cfg.action_noise).eval(), cfg, state
+        best = BestOfNPolicy(net, normalizer, path_, cfg.steps, q, cfg.best_of_n, horizon=horizon)
+        return best.eval(), cfg, state
+    return FlowPolicy(net, normalizer, path_, cfg.steps, cfg.action_noise, horizon).eval(), cfg, state
 
 
 def seed_everything(seed: int) -> None:
