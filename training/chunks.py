@@ -14,7 +14,9 @@ The tail (windows starting in the last H − 1 steps of an episode) is handled b
   padding. The padded actions are never executed (the episode is over), so the target, the n = end − t + 1
   rewards up to the terminal and no bootstrap, is the exact return of every chunk that starts with the
   executed prefix. Dropping these windows would remove the states just before a fall, where Q must learn
-  that the episode ends.
+  that the episode ends. The flow trains on the padded chunk as it is (the mask is not applied to its
+  loss): holding the last action is an in-support continuation, and a masked loss would leave those
+  dimensions without any target at exactly the states where the policy then has to emit them.
 - it was *truncated* (timeout, or the data simply stops): the window is dropped. After the cut the chunk's
   remaining actions were never recorded and the states they lead to never seen; a shorter bootstrap
   γ^n·V(s_{t+n}) would be the value of executing n actions and then the policy, not of the chunk the critic
