@@ -265,50 +265,39 @@ def train_command(
     """Train a QIPO (or BC) flow policy offline. Under `torchrun` (RANK/WORLD_SIZE set) every process
     trains on its slice of each global batch and rank 0 writes the run (docs/training.md, "Training at
     scale")."""
+    args = dict(locals())  # the parameters, by name: the QIPOConfig ones become `options`
     from training import distributed
 
     try:
         cluster = distributed.env_cluster()
     except distributed.DistributedError as exc:
         raise fail(str(exc)) from exc
-    options = dict(
-        algo=algo,
-        variant=variant,
-        behavior_steps=behavior_steps,
-        critic_steps=critic_steps,
-        improve_steps=improve_steps,
-        beta=beta,
-        support_size=support_size,
-        renew_every=renew_every,
-        batch_size=batch_size,
-        critic_kind=critic_kind,
-        improve_loss=improve_loss,
-        solver=solver,
-        solver_steps=solver_steps,
-        action_selection=action_selection,
-        best_of_n=best_of_n,
-        seed=seed,
-    )
+    options = {name: args.pop(name) for name in CONFIG_OPTIONS}
     try:
-        _train(
-            dataset=dataset,
-            out=out,
-            env=env,
-            config=config,
-            set_=set_,
-            device=device,
-            threads=threads,
-            behavior_from=behavior_from,
-            resume=resume,
-            eval_episodes=eval_episodes,
-            checkpoint_every=checkpoint_every,
-            until=until,
-            quiet=quiet,
-            cluster=cluster,
-            options=options,
-        )
+        _train(**args, cluster=cluster, options=options)
     finally:
         distributed.shutdown()
+
+
+# train_command's options that are QIPOConfig fields (None: not given, the config file or default holds).
+CONFIG_OPTIONS = (
+    "algo",
+    "variant",
+    "behavior_steps",
+    "critic_steps",
+    "improve_steps",
+    "beta",
+    "support_size",
+    "renew_every",
+    "batch_size",
+    "critic_kind",
+    "improve_loss",
+    "solver",
+    "solver_steps",
+    "action_selection",
+    "best_of_n",
+    "seed",
+)
 
 
 def _train(
@@ -329,40 +318,13 @@ def _train(
     options: dict[str, Any],
 ) -> None:
     """`qipo train` on this process: every rank builds the trainer and steps; rank 0 alone writes."""
-    from contextlib import nullcontext
-
-    from pydantic import ValidationError
-
-    from training import distributed
-    from training.config import QIPOConfig
-    from training.device import DeviceError, on_device, resolve_device, seat_generator, state_to
-    from training.qipo import QIPOTrainer, load_checkpoint
+    from training.device import on_device
 
     main = cluster.is_main
     quiet = quiet or not main
-
     set_threads(threads)
-    try:
-        dev = resolve_device(device)
-    except DeviceError as exc:
-        raise fail(str(exc)) from exc
-    overrides: dict[str, Any] = {k: v for k, v in options.items() if v is not None}
-    try:
-        base = json.loads(config.read_text()) if config else {}
-    except (OSError, ValueError) as exc:
-        raise fail(f"bad config {config}: {exc}") from exc
-    try:
-        cfg = QIPOConfig.model_validate(apply_sets(base | overrides, set_ or []))
-    except (ValidationError, ValueError) as exc:
-        raise fail(f"bad config: {config_error(exc)}") from exc
-    batches = {"batch_size": cfg.batch_size}
-    if cfg.algo == "qipo" and cfg.improve_loss == "full" and cfg.improve_steps > 0:
-        batches["improve_batch_size"] = cfg.improve_batch_size
-    try:
-        distributed.check_batches(cluster, **batches)
-        dev = distributed.init(cluster, dev)
-    except distributed.DistributedError as exc:
-        raise fail(str(exc)) from exc
+    cfg = _config(config, set_, options)
+    dev = _start(cluster, cfg, device)
     ds = load_data(dataset, env)
     if eval_episodes > 0 and main:
         if ds.env_id:
@@ -373,30 +335,106 @@ def _train(
                 "ENV_ID to evaluate it (and to record the env in the exported model)",
                 err=True,
             )
-    progress = show_progress(quiet)
     with on_device(dev):
-        trainer = QIPOTrainer(ds, cfg, progress=progress)
-        if not quiet:
-            procs = f" × {cluster.world_size} processes" if cluster.enabled else ""
-            console.print(
-                f"{cfg.algo} on {ds.name} ({ds.size} transitions, env {ds.env_id or 'unknown'}): "
-                f"{trainer.total_steps} steps on {dev.type}{procs} → {out}"
-            )
-        seat_generator(trainer, dev)
-        try:
-            if resume:
-                trainer.load_state_dict(state_to(load_checkpoint(out), dev))
-            elif behavior_from is not None:
-                trainer.load_behavior(behavior_from)
-        except FileNotFoundError as exc:
-            where = "" if main else " (every rank reads --out: put it on storage all nodes share)"
-            raise fail(f"{exc}{where}") from exc
-        except ValueError as exc:
-            raise fail(str(exc)) from exc
+        trainer = _trainer(ds, cfg, dev, out, cluster, quiet, resume, behavior_from)
     if main:
         out.mkdir(parents=True, exist_ok=True)
         record = ds.describe() | {"path": str(dataset), "device": dev.type, "world_size": cluster.world_size}
         (out / RUN_DATASET_FILE).write_text(json.dumps(record, indent=2))
+    _fit(
+        trainer, ds, cfg, dev, out, main, resume, until, checkpoint_every, eval_episodes, show_progress(quiet)
+    )
+
+
+def _config(config: Path | None, set_: list[str] | None, options: dict[str, Any]) -> Any:
+    """The run's QIPOConfig: the --config file, then the named options, then every --set."""
+    from pydantic import ValidationError
+
+    from training.config import QIPOConfig
+
+    overrides: dict[str, Any] = {k: v for k, v in options.items() if v is not None}
+    try:
+        base = json.loads(config.read_text()) if config else {}
+    except (OSError, ValueError) as exc:
+        raise fail(f"bad config {config}: {exc}") from exc
+    try:
+        return QIPOConfig.model_validate(apply_sets(base | overrides, set_ or []))
+    except (ValidationError, ValueError) as exc:
+        raise fail(f"bad config: {config_error(exc)}") from exc
+
+
+def _start(cluster: Cluster, cfg: Any, device: str) -> Any:
+    """The torch device of this process, after the batches are checked against the ranks and (under
+    torchrun) the process group is up."""
+    from training import distributed
+    from training.device import DeviceError, resolve_device
+
+    try:
+        dev = resolve_device(device)
+    except DeviceError as exc:
+        raise fail(str(exc)) from exc
+    batches = {"batch_size": cfg.batch_size}
+    if cfg.algo == "qipo" and cfg.improve_loss == "full" and cfg.improve_steps > 0:
+        batches["improve_batch_size"] = cfg.improve_batch_size
+    try:
+        distributed.check_batches(cluster, **batches)
+        return distributed.init(cluster, dev)
+    except distributed.DistributedError as exc:
+        raise fail(str(exc)) from exc
+
+
+def _trainer(
+    ds: TransitionDataset,
+    cfg: Any,
+    dev: Any,
+    out: Path,
+    cluster: Cluster,
+    quiet: bool,
+    resume: bool,
+    behavior_from: Path | None,
+) -> Any:
+    """The trainer on `dev`, resumed from --out's checkpoint or given another run's behaviour policy."""
+    from training.device import seat_generator, state_to
+    from training.qipo import QIPOTrainer, load_checkpoint
+
+    trainer = QIPOTrainer(ds, cfg, progress=show_progress(quiet))
+    if not quiet:
+        procs = f" × {cluster.world_size} processes" if cluster.enabled else ""
+        console.print(
+            f"{cfg.algo} on {ds.name} ({ds.size} transitions, env {ds.env_id or 'unknown'}): "
+            f"{trainer.total_steps} steps on {dev.type}{procs} → {out}"
+        )
+    seat_generator(trainer, dev)
+    try:
+        if resume:
+            trainer.load_state_dict(state_to(load_checkpoint(out), dev))
+        elif behavior_from is not None:
+            trainer.load_behavior(behavior_from)
+    except FileNotFoundError as exc:
+        where = "" if cluster.is_main else " (every rank reads --out: put it on storage all nodes share)"
+        raise fail(f"{exc}{where}") from exc
+    except ValueError as exc:
+        raise fail(str(exc)) from exc
+    return trainer
+
+
+def _fit(
+    trainer: Any,
+    ds: TransitionDataset,
+    cfg: Any,
+    dev: Any,
+    out: Path,
+    main: bool,
+    resume: bool,
+    until: int | None,
+    checkpoint_every: int,
+    eval_episodes: int,
+    progress: bool,
+) -> None:
+    """Train to the end (or `until`), checkpointing; rank 0 then writes the summary, curves and eval."""
+    from contextlib import nullcontext
+
+    from training.device import on_device
     from training.metrics import MetricsWriter, plot_learning_curves, tensorboard_available
 
     def on_step(step: int) -> None:

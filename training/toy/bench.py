@@ -357,8 +357,6 @@ def checks(records: list[Record]) -> dict[str, list[str]]:
 def markdown(records: list[Record], meta: dict[str, Any]) -> str:
     """toy.md: the SWD and MMD tables (value and ratio to the exact-draw baseline, or to the floor in
     runs that predate it), the checks and the setup."""
-    idx = _index(records)
-    keys = list(dict.fromkeys((r["dataset"], r["beta"]) for r in records))
     exact = all("swd_exact" in r for r in records)
     lines = [
         "# EFM exactness on 2-D toys",
@@ -382,28 +380,42 @@ def markdown(records: list[Record], meta: dict[str, Any]) -> str:
         ("swd", "Sliced Wasserstein-1"),
         ("mmd", "MMD (√ biased MMD², Gaussian kernel h = 0.3)"),
     ):
-        shown = [m for m in ("efm", "ed", "cfg", "cfm") if any(r["method"] == m for r in records)]
-        lines += [
-            f"## {title}",
-            "",
-            "| dataset | β | floor | "
-            + ("exact | " if exact else "")
-            + " | ".join(METHOD_LABELS[m] for m in shown)
-            + " |",
-            "|---|---|---" + "|---" * (len(shown) + exact) + "|",
+        lines += _metric_table(records, metric, title, exact)
+    lines += _claim_lines(records)
+    lines += _setup_lines(meta)
+    return "\n".join([*lines, ""])
+
+
+def _metric_table(records: list[Record], metric: str, title: str, exact: bool) -> list[str]:
+    """One metric's table: per (dataset, β) the floor, the exact baseline and each method with its ratio."""
+    idx = _index(records)
+    keys = list(dict.fromkeys((r["dataset"], r["beta"]) for r in records))
+    shown = [m for m in ("efm", "ed", "cfg", "cfm") if any(r["method"] == m for r in records)]
+    lines = [
+        f"## {title}",
+        "",
+        "| dataset | β | floor | "
+        + ("exact | " if exact else "")
+        + " | ".join(METHOD_LABELS[m] for m in shown)
+        + " |",
+        "|---|---|---" + "|---" * (len(shown) + exact) + "|",
+    ]
+    for name, beta in keys:
+        e = idx[(name, beta, "efm")]
+        base = e[f"{metric}_exact"] if exact else e[f"{metric}_floor"]
+        cells = [f"{e[f'{metric}_floor']:.3f}"] + ([f"{base:.3f}"] if exact else [])
+        cells += [
+            f"{idx[(name, beta, m)][metric]:.3f} ({_ratio(idx[(name, beta, m)][metric], base)})"
+            for m in shown
         ]
-        for name, beta in keys:
-            e = idx[(name, beta, "efm")]
-            base = e[f"{metric}_exact"] if exact else e[f"{metric}_floor"]
-            cells = [f"{e[f'{metric}_floor']:.3f}"] + ([f"{base:.3f}"] if exact else [])
-            cells += [
-                f"{idx[(name, beta, m)][metric]:.3f} ({_ratio(idx[(name, beta, m)][metric], base)})"
-                for m in shown
-            ]
-            lines.append(f"| {name} | {beta:g} | " + " | ".join(cells) + " |")
-        lines.append("")
+        lines.append(f"| {name} | {beta:g} | " + " | ".join(cells) + " |")
+    lines.append("")
+    return lines
+
+
+def _claim_lines(records: list[Record]) -> list[str]:
     result = checks(records)
-    lines += ["## Claims, checked on SWD", ""]
+    lines = ["## Claims, checked on SWD", ""]
     for claim, text in (
         ("efm_within_2x_floor", "EFM within 2× of the one-draw floor"),
         ("efm_within_2x_exact", "EFM within 2× of an exact sample (mean of fresh draws)"),
@@ -416,9 +428,13 @@ def markdown(records: list[Record], meta: dict[str, Any]) -> str:
         lines.append(
             f"- {text}: {len(ok)}/{len(ok) + len(bad)}" + (f"; not on: {', '.join(bad)}" if bad else "")
         )
+    return lines
+
+
+def _setup_lines(meta: dict[str, Any]) -> list[str]:
     cfg = meta["config"]
     tc = cfg["train"]
-    lines += [
+    lines = [
         "",
         "## Setup",
         "",
@@ -451,7 +467,7 @@ def markdown(records: list[Record], meta: dict[str, Any]) -> str:
     left = [d for d in DATASETS if d not in cfg["datasets"]]
     if left:
         lines.append(f"- Not yet run at this size: {', '.join(left)}.")
-    return "\n".join([*lines, ""])
+    return lines
 
 
 def plot(result: BenchResult, path: Path) -> None:
