@@ -53,11 +53,11 @@ test-client: $(STAMP)
 	bash scripts/redis-up.sh
 	$(BIN)/python scripts/client_check.py --python $(CLIENT_VENV)/bin/python
 
-LINTED := service training tests clients/python scripts/client_check.py
+LINTED := service training tests clients/python scripts loadtests
 lint: $(STAMP)
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/ruff format --check $(LINTED)
-	$(BIN)/mypy service training
+	$(BIN)/mypy service training scripts loadtests
 	$(BIN)/mypy --strict service clients/python/qipo_client
 	cd clients/python && ../../$(BIN)/mypy qipo_client
 

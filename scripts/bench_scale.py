@@ -49,7 +49,7 @@ def hopper_shaped(n: int, seed: int = 0) -> dict[str, np.ndarray]:
     for end in ends:  # a random walk per episode: s' follows s
         walk = np.cumsum(rng.standard_normal((end - start + 1, OBS), dtype=np.float32) * 0.05, axis=0)
         obs[start:end], nxt[start:end] = walk[:-1], walk[1:]
-        start = end
+        start = int(end)
     terminals = np.zeros(n, bool)
     terminals[ends[:-1] - 1] = True
     timeouts = np.zeros(n, bool)
@@ -71,7 +71,8 @@ def dataset_file(cache: Path, n: int) -> Path:
     if not path.exists():
         cache.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, **hopper_shaped(n), meta=json.dumps({"name": f"hopper-synthetic-{n}"}))
+        arrays: dict[str, Any] = {**hopper_shaped(n), "meta": json.dumps({"name": f"hopper-synthetic-{n}"})}
+        np.savez(tmp, **arrays)
         tmp.replace(path)
     return path
 

@@ -30,9 +30,11 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT))
 
-import bench_serve as bs  # noqa: E402  (the same servers, artifact and load generator as make bench-serve)
+# The same servers, artifact and load generator as `make bench-serve`.
+from loadtests.loadgen import load, scrape_batches, start_server, stop_server  # noqa: E402
+from loadtests.sampler import ARCHS, build_artifact  # noqa: E402
 
 BATCHES = (1, 16, 64, 256, 1024, 4096)
 CLIENTS = (1, 16, 64, 256)
@@ -142,12 +144,12 @@ def act_levels(
         os.environ["QIPO_ORT_PROVIDER"] = provider
         os.environ["QIPO_ORT_CUDA_GRAPH"] = str(graph).lower()
         cache = tmp / f"cache-{provider}-{executor}-{graph}"
-        proc, port = bs.start_server("qipo", reg_path, cache, executor)
+        proc, port = start_server("qipo", reg_path, cache, executor)
         try:
             for clients in CLIENTS:
-                before = bs.scrape_batches(port)
-                result = asyncio.run(bs.load(port, clients, warmup=1.0, duration=3.0))
-                after = bs.scrape_batches(port)
+                before = scrape_batches(port)
+                result = asyncio.run(load(port, clients, warmup=1.0, duration=3.0))
+                after = scrape_batches(port)
                 calls = after[1] - before[1]
                 record = {"provider": provider, "executor": executor, "cuda_graph": graph, "clients": clients}
                 record |= result
@@ -155,7 +157,7 @@ def act_levels(
                 records.append(record)
                 print(json.dumps(record), flush=True)
         finally:
-            bs.stop_server(proc)
+            stop_server(proc)
     os.environ.pop("QIPO_ORT_PROVIDER", None)
     os.environ.pop("QIPO_ORT_CUDA_GRAPH", None)
     return records
@@ -323,7 +325,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp_name:
         tmp = Path(tmp_name)
         artifact = tmp / "artifact"
-        policy = bs.build_artifact(artifact, *bs.ARCHS["default"])
+        policy = build_artifact(artifact, *ARCHS["default"])
         result["parity"] = parity(artifact)
         print(json.dumps(result["parity"]), flush=True)
         save()

@@ -1,4 +1,4 @@
-"""Print docs/serving.md's settings table from `ServeSettings` (one source of truth for names and defaults)."""
+"""Print the settings table of docs/serving.md from `ServeSettings` (one source for names and defaults)."""
 
 from __future__ import annotations
 

@@ -63,7 +63,8 @@ def main() -> None:
     model = train_toy_model(data, energy, make_path("ot"), args.beta, config.train, seed, "efm")
     cpu = time.process_time() - t0
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    known_masses: dict[str, list[float]] = {}  # what the model's mode masses are compared with: the same for every row
+    # What the model's mode masses are compared with: the same for every row.
+    known_masses: dict[str, list[float]] = {}
     if args.dataset == "8gaussians":
         tilt = np.exp(-args.beta * (energy - energy.min()))
         known_masses = {"reference": mode_masses(reference[0]), "q": mode_masses(data, tilt)}
