@@ -1,4 +1,4 @@
-"""Training past one process (issue 15): steps/s and renewal seconds at 1 and 2 torchrun processes, and peak
+"""Training past one process: steps/s and renewal seconds at 1 and 2 torchrun processes, and peak
 RSS and renewal seconds as the dataset grows to 2M transitions. Writes docs/bench/scale.{json,md}.
 
 Every run is `torchrun` (gloo, one torch thread per process) of this script's `worker` on a synthetic

@@ -1,4 +1,4 @@
-"""Probe the improvement phase from one shared BC + critic checkpoint (issue 12's experiments).
+"""Probe the improvement phase from one shared BC + critic checkpoint (the experiments behind its defaults).
 
 Training the behaviour model and the critic is most of a QIPO run's cost, and the improvement phase is where
 the policy is won or lost. This script trains K1 + K2 once into `--base` (resumable), then runs the K3 phase
