@@ -29,7 +29,7 @@ import torch
 from qipo_client.policy import Policy
 
 from training.bench import cpu_model
-from training.bench.peers import PEERS, PeerAlgo, d3rlpy_version, train_peer
+from training.bench.peers import PEERS, d3rlpy_version, peer_algo, train_peer
 from training.config import QIPOConfig
 from training.data import TransitionDataset, load_dataset
 from training.data.suite import FAMILIES, SuiteError, check_kinds
@@ -286,9 +286,9 @@ def run_peer(spec: RunSpec, data: TransitionDataset, settings: GridSettings) -> 
         if step in at:
             curve.append(ev(step, policy))
 
-    algo: PeerAlgo = "iql" if spec.algo == "iql" else "td3bc"
+    algo = peer_algo(spec.algo)
     started = time.perf_counter()
-    config = train_peer(algo, data, steps, spec.seed, on_step)
+    config = train_peer(algo, data, steps, spec.seed, on_step, f"{spec.env}-{spec.dataset}")
     wall_s = time.perf_counter() - started - ev.seconds
     return [make_record(spec, spec.algo, steps, curve, wall_s, config, ev)]
 

@@ -1,4 +1,4 @@
-"""d3rlpy 2.8.1 IQL and TD3+BC as peers: their locomotion settings, our dataset arrays, a numpy act function.
+"""d3rlpy 2.8.1 IQL, TD3+BC and ReBRAC as peers: their locomotion settings, our arrays, a numpy act function.
 
 The settings are those of d3rlpy's own reproduction scripts (reproductions/offline/{iql,td3_plus_bc}.py):
 IQL with expectile 0.7, weight_temp 3.0, max_weight 100, rewards × 1000/(max − min episode return) and a
@@ -6,6 +6,11 @@ cosine actor learning rate over the whole run; TD3+BC with alpha 2.5, target smo
 actor updated every second step. Both standardise observations (StandardObservationScaler, fit on the
 dataset), as QIPO does internally. d3rlpy rebuilds s' from the next row of each episode, so it reads the
 same observations/actions/rewards/terminals/timeouts arrays as QIPO.
+
+ReBRAC (Tarasov et al. 2023) is the tuned peer: d3rlpy's reproduction settings (3×256 actor, 3×256
+LayerNorm critic, learning rates 1e-3, batch 1024, actor every second step) with the per-dataset actor and
+critic BC coefficients the paper publishes for each D4RL locomotion dataset (`REBRAC_BETAS`); datasets it
+did not tune on get its default (0.01, 0.01). A tuned peer is a harder bar than library defaults.
 """
 
 from __future__ import annotations
@@ -20,8 +25,41 @@ from qipo_client.policy import Noise, PolicyMetadata, as_states
 
 from training.data.dataset import TransitionDataset
 
-PeerAlgo = Literal["iql", "td3bc"]
-PEERS: tuple[PeerAlgo, ...] = ("iql", "td3bc")
+PeerAlgo = Literal["iql", "td3bc", "rebrac", "bc-mse"]
+PEERS: tuple[PeerAlgo, ...] = ("iql", "td3bc", "rebrac", "bc-mse")
+
+# (actor β, critic β) per D4RL locomotion dataset, from the ReBRAC paper's hyper-parameter table (d3rlpy's
+# reproduction script carries the same values except halfcheetah-medium-expert, which it leaves out).
+REBRAC_BETAS: dict[str, tuple[float, float]] = {
+    "halfcheetah-random": (0.001, 0.1),
+    "halfcheetah-medium": (0.001, 0.01),
+    "halfcheetah-medium-replay": (0.01, 0.001),
+    "halfcheetah-medium-expert": (0.01, 0.1),
+    "hopper-random": (0.001, 0.01),
+    "hopper-medium": (0.01, 0.001),
+    "hopper-medium-replay": (0.05, 0.5),
+    "hopper-medium-expert": (0.1, 0.01),
+    "walker2d-random": (0.01, 0.0),
+    "walker2d-medium": (0.05, 0.1),
+    "walker2d-medium-replay": (0.05, 0.01),
+    "walker2d-medium-expert": (0.01, 0.01),
+}
+REBRAC_DEFAULT_BETAS = (0.01, 0.01)
+
+
+def rebrac_betas(dataset_name: str) -> tuple[float, float]:
+    """The published (actor β, critic β) for a dataset named `env-kind` (e.g. `hopper-medium`), else the
+    default. Exact names only: `halfcheetah-medium` must not match `halfcheetah-medium-expert`."""
+    key = dataset_name.lower().removesuffix("-v0").removesuffix("-v2").replace("_", "-")
+    return REBRAC_BETAS.get(key, REBRAC_DEFAULT_BETAS)
+
+
+def peer_algo(name: str) -> PeerAlgo:
+    """`name` as a peer, or a ValueError that lists the peers."""
+    for algo in PEERS:
+        if algo == name:
+            return algo
+    raise ValueError(f"unknown peer {name!r}; choose one of {PEERS}")
 
 
 def _d3rlpy() -> Any:
@@ -54,8 +92,9 @@ def mdp_dataset(data: TransitionDataset) -> Any:
     )
 
 
-def peer_config(algo: PeerAlgo, data: TransitionDataset, steps: int) -> Any:
-    """The d3rlpy config for `algo` with its locomotion settings; `steps` sets IQL's cosine schedule."""
+def peer_config(algo: PeerAlgo, data: TransitionDataset, steps: int, dataset_key: str = "") -> Any:
+    """The d3rlpy config for `algo` with its locomotion settings; `steps` sets IQL's cosine schedule and
+    `dataset_key` (`env-kind`, e.g. `hopper-medium`) picks ReBRAC's published coefficients."""
     d3rlpy = _d3rlpy()
     pre = d3rlpy.preprocessing
     scalers: dict[str, Any] = {"observation_scaler": pre.StandardObservationScaler()}
@@ -85,6 +124,29 @@ def peer_config(algo: PeerAlgo, data: TransitionDataset, steps: int) -> Any:
             alpha=2.5,
             update_actor_interval=2,
             **scalers,
+        )
+    if algo == "rebrac":
+        actor_beta, critic_beta = rebrac_betas(dataset_key or data.name)
+        deep = d3rlpy.models.VectorEncoderFactory
+        return d3rlpy.algos.ReBRACConfig(
+            actor_learning_rate=1e-3,
+            critic_learning_rate=1e-3,
+            batch_size=1024,
+            gamma=0.99,
+            actor_encoder_factory=deep([256, 256, 256]),
+            critic_encoder_factory=deep([256, 256, 256], use_layer_norm=True),
+            target_smoothing_sigma=0.2,
+            target_smoothing_clip=0.5,
+            update_actor_interval=2,
+            actor_beta=actor_beta,
+            critic_beta=critic_beta,
+            **scalers,
+        )
+    if algo == "bc-mse":
+        # The bar a user tries first on mixed data: a deterministic policy regressed onto the dataset's
+        # actions (mean-squared error), d3rlpy's BC at its defaults except the shared batch of 256.
+        return d3rlpy.algos.BCConfig(
+            batch_size=256, learning_rate=1e-3, policy_type="deterministic", **scalers
         )
     raise ValueError(f"unknown peer {algo!r}; choose one of {PEERS}")
 
@@ -117,12 +179,13 @@ def train_peer(
     steps: int,
     seed: int,
     on_step: Callable[[int, PeerPolicy], None] | None = None,
+    dataset_key: str = "",
 ) -> dict[str, Any]:
     """Train `algo` for `steps` gradient steps on CPU; `on_step(step, policy)` runs after every step with
     the model as a `PeerPolicy`. Returns the fitted config (scalers included) as d3rlpy serialises it."""
     d3rlpy = _d3rlpy()
     d3rlpy.seed(seed)
-    model = peer_config(algo, data, steps).create(device="cpu:0")
+    model = peer_config(algo, data, steps, dataset_key).create(device="cpu:0")
 
     policy = PeerPolicy(model, algo, data)
 

@@ -25,6 +25,8 @@ ALGO_LABELS = {
     "qipo-ot-bon": "QIPO-OT best-of-N",
     "iql": "IQL (d3rlpy)",
     "td3bc": "TD3+BC (d3rlpy)",
+    "rebrac": "ReBRAC (d3rlpy, tuned)",
+    "bc-mse": "BC, deterministic MSE (d3rlpy)",
     "bc-noise1": "BC, full noise",
     "qipo-ot-noise1": "QIPO-OT, full noise",
 }
