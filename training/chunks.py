@@ -1,4 +1,4 @@
-"""Action chunks for training (issue 29, DESIGN §4.4): windows of H actions inside an episode and the
+"""Action chunks for training: windows of H actions inside an episode and the
 H-step backup of a critic over chunks, Q(s_t, a_{t:t+H}).
 
 A window starting at row t holds the actions a_t..a_{t+H−1} of t's episode and never crosses its end. Its

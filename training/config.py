@@ -48,7 +48,7 @@ class QIPOConfig(BaseModel):
     action_horizon: int = Field(
         default=1,
         ge=1,
-        description="H: the policy emits a chunk of H actions, executed open-loop (issue 29). The flow "
+        description="H: the policy emits a chunk of H actions, executed open-loop. The flow "
         "models H·A dimensions, the critic Q(s_t, a_{t:t+H}) backs up the H-step discounted reward sum and "
         "γ^H·V(s_{t+H}); windows never cross an episode end (training.chunks). 1: one action per state",
     )
