@@ -51,8 +51,14 @@ class Manifest(BaseModel):
     variant: Literal["qipo-ot", "qipo-diff", "bc"] = "qipo-ot"
     solver: SolverSpec
     # Width of the `noise` input when it is not act_dim: best-of-N exports take N noises per state,
-    # noise [B, N·act_dim] (candidate-major within a row). None means act_dim.
+    # noise [B, N·act_dim] (candidate-major within a row). None means act_dim·action_horizon.
     noise_dim: int | None = Field(default=None, ge=1)
+    # Action chunks: H actions per call, `action` [B, H, A] for H > 1, executed one per control period (the
+    # env's dt when known). Manifests from before chunks have neither field: H = 1.
+    action_horizon: int = Field(default=1, ge=1)
+    control_period_s: float | None = Field(default=None, gt=0)
+    # How a chunked graph uses its `prefix` inputs (docs/architecture.md, "Action chunks"); None for H = 1.
+    inpainting: Literal["replace", "soft"] | None = None
     opset: int
     files: dict[str, FileEntry]
     dataset: dict[str, Any] = Field(default_factory=dict)
@@ -64,7 +70,7 @@ class Manifest(BaseModel):
 
     @property
     def noise_width(self) -> int:
-        return self.noise_dim or self.act_dim
+        return self.noise_dim or self.act_dim * self.action_horizon
 
     @model_validator(mode="after")
     def _check_bounds(self) -> Manifest:

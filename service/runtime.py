@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
+from qipo_client.chunking import prefix_inputs
 from qipo_client.policy import as_states, resolve_noise
 
 from service.artifact import POLICY_FILE, ArtifactError, Manifest, verify_artifact
@@ -32,6 +33,9 @@ from service.settings import Provider
 
 log = logging.getLogger(__name__)
 _OUTPUTS = ["action"]
+# A chunked graph's inpainting inputs (training/policy.py, FlowPolicy): prefix [B, H, A], committed [B] and
+# prefix_len [B] (float counts); zeros ask for a chunk without a prefix.
+PREFIX_INPUTS = ("prefix", "committed", "prefix_len")
 
 
 def choose_providers(choice: Provider = "auto") -> list[str]:
@@ -109,7 +113,7 @@ class OnnxPolicy:
             io_binding=session.get_providers()[0] == "CUDAExecutionProvider",
         )
         policy._run = None if policy.io_binding else _direct_run(session, manifest)
-        if policy.io_binding and cuda_graph:
+        if policy.io_binding and cuda_graph and manifest.action_horizon == 1:
             policy.graphs = try_capture(
                 artifact_dir / POLICY_FILE,
                 manifest.obs_dim,
@@ -133,31 +137,56 @@ class OnnxPolicy:
         return self.manifest.noise_width
 
     def infer(self, states: np.ndarray, noise: Noise = None) -> np.ndarray:
-        """Actions [B, A] inside the manifest's bounds (the `Policy` contract). The batcher passes float32
-        arrays of the right shapes (ONNX Runtime checks them); anything else is converted first."""
+        """Actions [B, A] (chunks [B, H, A] for H > 1) inside the manifest's bounds (the `Policy`
+        contract). The batcher passes float32 arrays of the right shapes (ONNX Runtime checks them);
+        anything else is converted first."""
         if type(noise) is not np.ndarray or type(states) is not np.ndarray:
             states = as_states(states, self.obs_dim)
             noise = resolve_noise(noise, len(states), self.noise_dim, self._rng)
-        return self.bounds.clamp(self.run(states, noise))
+        return self._clamp(self.run(states, noise))
+
+    def infer_inpainted(
+        self, states: np.ndarray, prefix: np.ndarray, committed: Any, noise: Noise = None
+    ) -> np.ndarray:
+        """Chunks [B, H, A] inpainted toward `prefix` [B, L, A] (qipo_client.chunking.InpaintingPolicy)."""
+        horizon = self.manifest.action_horizon
+        if horizon == 1:
+            raise ValueError("inpainting needs a chunked policy (action_horizon > 1)")
+        states = as_states(states, self.obs_dim)
+        noise = resolve_noise(noise, len(states), self.noise_dim, self._rng)
+        extra = prefix_inputs(prefix, committed, len(states), horizon, self.act_dim)
+        return self._clamp(self.run(states, noise, dict(zip(PREFIX_INPUTS, extra, strict=True))))
+
+    def _clamp(self, actions: np.ndarray) -> np.ndarray:
+        """Bounds per action: a chunk [B, H, A] is clamped as B·H actions."""
+        if actions.ndim == 2:
+            return self.bounds.clamp(actions)
+        return self.bounds.clamp(actions.reshape(-1, self.act_dim)).reshape(actions.shape)
 
     def reset(self) -> None:
         """Stateless: every call stands alone."""
 
-    def run(self, state: np.ndarray, noise: np.ndarray) -> np.ndarray:
-        """The graph's raw output [B, A] float32 (a fresh array the caller may modify)."""
+    def run(
+        self, state: np.ndarray, noise: np.ndarray, prefix: dict[str, np.ndarray] | None = None
+    ) -> np.ndarray:
+        """The graph's raw output [B, A] ([B, H, A] for H > 1) float32 (a fresh array the caller may
+        modify). `prefix`: a chunked graph's inpainting inputs (`PREFIX_INPUTS`); zeros when None."""
         if self.graphs is not None and len(state) <= self.graphs.largest:
             return self.graphs.run(state, noise)
+        feed = {"state": state, "noise": noise}
+        if self.manifest.action_horizon > 1:
+            feed.update(prefix or _no_prefix(self.manifest, len(state)))
         if self.io_binding:
-            return self._act_bound(state, noise)
+            return self._act_bound(feed)
         run = self._run or self.session.run
-        (action,) = run(_OUTPUTS, {"state": state, "noise": noise}, None)
+        (action,) = run(_OUTPUTS, feed, None)
         out: np.ndarray = action if action.dtype == np.float32 else action.astype(np.float32)
         return out
 
-    def _act_bound(self, state: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    def _act_bound(self, feed: dict[str, np.ndarray]) -> np.ndarray:
         """GPU path: one host→device copy per input, output allocated on the device and copied back once."""
         binding = self.session.io_binding()
-        for name, value in (("state", state), ("noise", noise)):
+        for name, value in feed.items():
             device = ort.OrtValue.ortvalue_from_numpy(
                 np.ascontiguousarray(value, dtype=np.float32), "cuda", 0
             )
@@ -174,7 +203,7 @@ class OnnxPolicy:
                 state = rng.standard_normal((size, self.obs_dim), dtype=np.float32)
                 noise = rng.standard_normal((size, self.noise_dim), dtype=np.float32)
                 action = self.run(state, noise)
-                if action.shape != (size, self.act_dim) or not np.isfinite(action).all():
+                if action.shape != (size, *_action_shape(self.manifest)) or not np.isfinite(action).all():
                     raise ArtifactError(f"warm-up produced a bad action of shape {action.shape}")
 
 
@@ -189,7 +218,25 @@ def metadata_of(manifest: Manifest, version: int | None = None) -> PolicyMetadat
         action_low=tuple(manifest.action_low),
         action_high=tuple(manifest.action_high),
         env_id=manifest.env_id or manifest.dataset.get("env_id"),
+        action_horizon=manifest.action_horizon,
+        control_period_s=manifest.control_period_s,
     )
+
+
+def _action_shape(manifest: Manifest) -> tuple[int, ...]:
+    """One state's output: (A,), or (H, A) for a chunked policy."""
+    if manifest.action_horizon == 1:
+        return (manifest.act_dim,)
+    return (manifest.action_horizon, manifest.act_dim)
+
+
+def _no_prefix(manifest: Manifest, rows: int) -> dict[str, np.ndarray]:
+    """The inpainting inputs that ask for no inpainting (prefix_len 0)."""
+    return {
+        "prefix": np.zeros((rows, manifest.action_horizon, manifest.act_dim), dtype=np.float32),
+        "committed": np.zeros(rows, dtype=np.float32),
+        "prefix_len": np.zeros(rows, dtype=np.float32),
+    }
 
 
 def _direct_run(
@@ -205,6 +252,8 @@ def _direct_run(
         "state": rng.standard_normal((2, manifest.obs_dim), dtype=np.float32),
         "noise": rng.standard_normal((2, manifest.noise_width), dtype=np.float32),
     }
+    if manifest.action_horizon > 1:
+        feed.update(_no_prefix(manifest, 2))
     try:
         (fast,) = direct(_OUTPUTS, feed, None)
     except Exception:  # a changed private API: keep the public one
@@ -217,17 +266,21 @@ def _direct_run(
 def _check_signature(session: ort.InferenceSession, manifest: Manifest) -> None:
     inputs = {i.name: i for i in session.get_inputs()}
     outputs = {o.name: o for o in session.get_outputs()}
-    expected = {"state": manifest.obs_dim, "noise": manifest.noise_width}
-    for name, dim in expected.items():
+    expected: dict[str, tuple[int, ...]] = {"state": (manifest.obs_dim,), "noise": (manifest.noise_width,)}
+    if manifest.action_horizon > 1:
+        expected |= {"prefix": _action_shape(manifest), "committed": (), "prefix_len": ()}
+    for name, dims in expected.items():
         if name not in inputs:
             raise ArtifactError(f"policy.onnx has no input {name!r} (has {sorted(inputs)}); re-export it")
         shape = inputs[name].shape
-        if len(shape) != 2 or shape[1] != dim:
-            raise ArtifactError(f"policy.onnx input {name!r} has shape {shape}, manifest needs [B, {dim}]")
+        if len(shape) != 1 + len(dims) or tuple(shape[1:]) != dims:
+            need = ", ".join(["B", *map(str, dims)])
+            raise ArtifactError(f"policy.onnx input {name!r} has shape {shape}, manifest needs [{need}]")
     if "action" not in outputs:
         raise ArtifactError(f"policy.onnx has no output 'action' (has {sorted(outputs)}); re-export it")
     out_shape = outputs["action"].shape
-    if len(out_shape) != 2 or out_shape[1] != manifest.act_dim:
+    want = _action_shape(manifest)
+    if len(out_shape) != 1 + len(want) or tuple(out_shape[1:]) != want:
         raise ArtifactError(
-            f"policy.onnx output has shape {out_shape}, manifest needs [B, {manifest.act_dim}]"
+            f"policy.onnx output has shape {out_shape}, manifest needs [B, {', '.join(map(str, want))}]"
         )

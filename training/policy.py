@@ -5,10 +5,12 @@ the server."""
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import Any, Literal
 
 import numpy as np
 import torch
+from qipo_client.chunking import prefix_inputs
 from qipo_client.policy import Noise, PolicyMetadata, as_states, resolve_noise
 from torch import Tensor, nn
 
@@ -85,8 +87,40 @@ def time_table(net: VelocityNet, times: list[float]) -> dict[float, Tensor]:
     return {t: torch.tensor([row], device=device) for t, row in zip(times, rows, strict=True)}
 
 
+Inpainting = Literal["replace", "soft"]
+# The default inpainting of chunked exports: measured against "replace" on Pendulum with H = 4 under delay
+# (docs/architecture.md, "Action chunks").
+DEFAULT_INPAINTING: Inpainting = "soft"
+
+
+def overlap_weights(committed: Tensor, prefix_len: Tensor, horizon: int, kind: Inpainting) -> Tensor:
+    """Per-index weights W [B, H] that pull a new chunk toward the previous chunk's prefix.
+
+    `committed` d and `prefix_len` L are float [B] counts (0 ≤ d ≤ L ≤ H; clamped here). "replace": W = 1 on
+    the d committed actions, 0 elsewhere. "soft" (RTC's mask, Black, Galliker & Levine 2025): 1 on the
+    committed actions, c·(e^c − 1)/(e − 1) with c = (L − i)/(L − d + 1) over the rest of the prefix (decaying
+    toward its end), 0 beyond it.
+    """
+    index = torch.arange(horizon, dtype=torch.float32, device=committed.device).unsqueeze(0)
+    length = prefix_len.reshape(-1, 1).clamp(0.0, float(horizon))
+    d = torch.minimum(committed.reshape(-1, 1).clamp_min(0.0), length)
+    frozen = (index < d).to(torch.float32)
+    if kind == "replace":
+        return frozen
+    c = (length - index) / (length - d + 1.0)
+    decay = c * (torch.exp(c) - 1.0) / (math.e - 1.0)  # expm1 has no ONNX op; c ≤ 1 here
+    inside = (index < length).to(torch.float32)
+    return frozen + (1.0 - frozen) * inside * decay
+
+
 def integrate(
-    net: nn.Module, path: ProbabilityPath, s_norm: Tensor, noise: Tensor, steps: int, repeats: int = 1
+    net: nn.Module,
+    path: ProbabilityPath,
+    s_norm: Tensor,
+    noise: Tensor,
+    steps: int,
+    repeats: int = 1,
+    inpaint: tuple[Tensor, Tensor] | None = None,
 ) -> Tensor:
     """K solver steps of the path from noise to a unit-box action (unrolled when exported).
 
@@ -94,6 +128,12 @@ def integrate(
     computed once per state and the time features once per call for all steps, so a step costs only the
     residual blocks; any other module with the (x, t, s) signature (e.g. the toys' guided mixture) is
     simply called at each evaluation.
+
+    `inpaint` = (y, W), both like `noise`: after each step from t to t' the sample moves toward y noised
+    along the path to t' (y_t' = path.interpolate(noise, y, t'), the point the sample's own noise would
+    be at if its end point were y), x ← k·x + (1 − k)·y_t' with k = (1 − W)^|t' − t|. W = 1 is replacement
+    (the dimension follows the path to y exactly); W = 0 leaves x as it is, bit for bit; between, the pull
+    compounds to W over the whole solve whatever the number of steps.
     """
     if isinstance(net, VelocityNet):
         vnet = net
@@ -115,6 +155,12 @@ def integrate(
     grid = path.time_grid(steps)
     for k in range(steps):
         x = path.step(fn, x, grid[k], grid[k + 1])
+        if inpaint is not None:
+            target, weight = inpaint
+            t_next = torch.full((1,), grid[k + 1], dtype=x.dtype, device=x.device)
+            target_t, _ = path.interpolate(noise, target, t_next)
+            keep = (1.0 - weight).pow(abs(grid[k + 1] - grid[k]))
+            x = keep * x + (1.0 - keep) * target_t
     return x
 
 
@@ -125,6 +171,11 @@ class FlowPolicy(nn.Module):
 
     `noise_scale` multiplies the source noise inside the graph: 1 samples the policy, 0 takes the action
     its flow carries the noise mean to (the deterministic action, as the peers act with their mean).
+
+    A chunked policy also takes the previous chunk's remaining actions: `forward(state, noise, prefix
+    [B, H, A] (env units, index 0 = the next action to execute), committed [B], prefix_len [B])` inpaints
+    the new chunk toward them (`integrate`, with `overlap_weights` of kind `inpainting`); a zero
+    `prefix_len` gives exactly the chunk without a prefix.
     """
 
     net: VelocityNet
@@ -148,6 +199,7 @@ class FlowPolicy(nn.Module):
         self.steps = steps
         self.noise_scale = noise_scale
         self.horizon = horizon
+        self.inpainting: Inpainting = DEFAULT_INPAINTING  # an export option (training/export.py)
         self._rng = np.random.default_rng()  # noise for `infer(states)` without any (pass Seeds to fix it)
 
     @property
@@ -169,6 +221,7 @@ class FlowPolicy(nn.Module):
             noise_dim=self.noise_dim,
             action_low=tuple(norm.act_low.tolist()),
             action_high=tuple(norm.act_high.tolist()),
+            action_horizon=self.horizon,
         )
 
     @torch.inference_mode()
@@ -182,14 +235,56 @@ class FlowPolicy(nn.Module):
         actions: np.ndarray = out.cpu().numpy()
         return actions
 
+    @torch.inference_mode()
+    def infer_inpainted(
+        self, states: np.ndarray, prefix: np.ndarray, committed: Any, noise: Noise = None
+    ) -> np.ndarray:
+        """Chunks [B, H, A] for raw states, inpainted toward `prefix` [B, L, A] (L ≤ H, env units) of
+        which the first `committed` (an int or one per row) execute before the new chunk starts."""
+        if self.horizon == 1:
+            raise ValueError("inpainting needs a chunked policy (action_horizon > 1)")
+        rows = as_states(states, self.normalizer.obs_dim)
+        z = resolve_noise(noise, len(rows), self.noise_dim, self._rng)
+        padded, d, length = prefix_inputs(prefix, committed, len(rows), self.horizon, self.normalizer.act_dim)
+        device = self.normalizer.obs_mean.device
+        args = (rows, z, padded, d, length)
+        out = self(*(torch.as_tensor(a, device=device) for a in args))
+        actions: np.ndarray = out.cpu().numpy()
+        return actions
+
     def reset(self) -> None:
         """Stateless: every call stands alone."""
 
-    def forward(self, state: Tensor, noise: Tensor) -> Tensor:
+    def inpaint_target(
+        self, prefix: Tensor | None, committed: Tensor | None, prefix_len: Tensor | None, repeats: int = 1
+    ) -> tuple[Tensor, Tensor] | None:
+        """(y, W) [B·repeats, H·A] for `integrate` from the prefix inputs, or None without a prefix."""
+        if prefix is None or committed is None or prefix_len is None:
+            return None
+        h, a = self.horizon, self.normalizer.act_dim
+        weight = overlap_weights(committed, prefix_len, h, self.inpainting)
+        weight = weight.unsqueeze(-1).expand(weight.shape[0], h, a).reshape(-1, h * a)
+        target = self.normalizer.action_to_unit(prefix).reshape(-1, h * a)
+        if repeats > 1:
+            target, weight = repeat_rows(target, repeats), repeat_rows(weight, repeats)
+        return target, weight
+
+    def forward(
+        self,
+        state: Tensor,
+        noise: Tensor,
+        prefix: Tensor | None = None,
+        committed: Tensor | None = None,
+        prefix_len: Tensor | None = None,
+    ) -> Tensor:
         if self.noise_scale != 1:  # full-noise models export without the extra op
             noise = self.noise_scale * noise
-        x = integrate(self.net, self.path, self.normalizer.state(state), noise, self.steps)
-        return self.to_env(x)
+        inpaint = self.inpaint_target(prefix, committed, prefix_len, repeats=self.candidates)
+        return self.to_env(self.sample(self.normalizer.state(state), noise, inpaint))
+
+    def sample(self, s_norm: Tensor, noise: Tensor, inpaint: tuple[Tensor, Tensor] | None) -> Tensor:
+        """The unit-box chunk [B, H·A] for normalised states (`integrate`)."""
+        return integrate(self.net, self.path, s_norm, noise, self.steps, inpaint=inpaint)
 
     def to_env(self, x: Tensor) -> Tensor:
         """Unit-box [B, H·A] → env units: [B, A] for H = 1 (the graph as before chunks), else [B, H, A]."""
@@ -220,13 +315,12 @@ class BestOfNPolicy(FlowPolicy):
         self.q = q
         self.candidates = candidates
 
-    def forward(self, state: Tensor, noise: Tensor) -> Tensor:
+    def sample(self, s_norm: Tensor, noise: Tensor, inpaint: tuple[Tensor, Tensor] | None) -> Tensor:
         n, a_dim = self.candidates, self.chunk_dim
-        s_norm = self.normalizer.state(state)
         flat_noise = noise.reshape(-1, a_dim)  # [B·N, H·A], state-major
-        x = integrate(self.net, self.path, s_norm, flat_noise, self.steps, repeats=n).clamp(-1.0, 1.0)
+        x = integrate(self.net, self.path, s_norm, flat_noise, self.steps, repeats=n, inpaint=inpaint)
+        x = x.clamp(-1.0, 1.0)
         q = self.q.q_min(repeat_rows(s_norm, n), x).reshape(-1, n)
         best = q.argmax(dim=-1, keepdim=True)  # [B, 1]
         index = best.unsqueeze(-1).expand(best.shape[0], 1, a_dim)
-        chosen = torch.gather(x.reshape(-1, n, a_dim), 1, index).reshape(-1, a_dim)
-        return self.to_env(chosen)
+        return torch.gather(x.reshape(-1, n, a_dim), 1, index).reshape(-1, a_dim)

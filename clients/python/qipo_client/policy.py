@@ -1,7 +1,9 @@
 """The one policy contract: what a model, a server or a wrapper offers to whoever needs actions.
 
 `Policy.infer(states, noise=None)` takes raw states [B, obs_dim] and gives actions [B, act_dim] (float32,
-inside the bounds in `metadata`). `noise` says which noise the sampler starts from:
+inside the bounds in `metadata`); a chunked policy (`metadata.action_horizon` H > 1) gives the chunks
+[B, H, act_dim] of H actions to execute one per `metadata.control_period_s` (`qipo_client.chunking` runs
+them in real time). `noise` says which noise the sampler starts from:
 
 - `None`: the policy draws its own (a local model from its generator, a server from its own);
 - `Seeds`: one seed per row, turned into noise by the seed → noise rule below (`seeded_noise`). A server
@@ -34,6 +36,9 @@ class PolicyMetadata:
     noise_dim: int = 0  # width of one row of noise; 0 means act_dim (best-of-N takes N·act_dim)
     version: Optional[int] = None  # the registry version, when the policy came from one
     env_id: Optional[str] = None  # the gymnasium env it was trained for, when recorded
+    # H: actions per call. A chunked policy (H > 1) answers [B, H, act_dim], to execute one per period.
+    action_horizon: int = 1
+    control_period_s: Optional[float] = None  # seconds between actions (the env's dt), when recorded
     extra: dict[str, Any] = field(default_factory=dict, compare=False)  # e.g. the full manifest
 
     @property
@@ -65,7 +70,8 @@ Noise = Union[np.ndarray, Seeds, None]
 
 @runtime_checkable
 class Policy(Protocol):
-    """States [B, obs_dim] → actions [B, act_dim] float32 within the bounds; see the module docstring."""
+    """States [B, obs_dim] → actions [B, act_dim] (chunks [B, H, act_dim] for H > 1) float32 within the
+    bounds; see the module docstring."""
 
     @property
     def metadata(self) -> PolicyMetadata: ...
