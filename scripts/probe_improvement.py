@@ -21,9 +21,10 @@ from typing import Any
 import torch
 
 from training.bench.grid import EVAL_SEED_BASE, Evaluator, write_json_atomic
+from training.checkpoint import load_checkpoint
 from training.config import QIPOConfig
 from training.data.dataset import load_dataset
-from training.qipo import QIPOTrainer, load_checkpoint
+from training.qipo import QIPOTrainer
 
 
 def main() -> None:

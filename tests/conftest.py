@@ -48,8 +48,8 @@ def tiny_run(pendulum_dataset_dir: Path, tmp_path_factory: pytest.TempPathFactor
 
 
 def export_tiny(run: Path, out: Path, name: str = "pendulum-qipo") -> Path:
+    from training.checkpoint import policy_from_checkpoint
     from training.export import export_artifact
-    from training.qipo import policy_from_checkpoint
 
     policy, cfg, _ = policy_from_checkpoint(run)
     export_artifact(

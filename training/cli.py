@@ -394,8 +394,9 @@ def _trainer(
     behavior_from: Path | None,
 ) -> Any:
     """The trainer on `dev`, resumed from --out's checkpoint or given another run's behaviour policy."""
+    from training.checkpoint import load_checkpoint
     from training.device import seat_generator, state_to
-    from training.qipo import QIPOTrainer, load_checkpoint
+    from training.qipo import QIPOTrainer
 
     trainer = QIPOTrainer(ds, cfg, progress=show_progress(quiet))
     if not quiet:
@@ -542,7 +543,7 @@ def open_target(path: Path) -> Target:
         except ArtifactError as exc:
             raise ValueError(f"{path}: {exc}") from exc
         return Target(artifact, f"{path.name} (onnx)", artifact.metadata.env_id, f"{path}")
-    from training.qipo import policy_from_checkpoint
+    from training.checkpoint import policy_from_checkpoint
 
     policy, cfg, _ = policy_from_checkpoint(path)
     return Target(policy, f"{path.name} ({cfg.algo})", recorded_env(path), f"{path}")
@@ -651,8 +652,8 @@ def export_command(
     scores: Annotated[Path | None, typer.Option(help="`qipo eval --json` output to record")] = None,
 ) -> None:
     """Export the K-step sampler to ONNX with a manifest (parity-checked against torch)."""
+    from training.checkpoint import policy_from_checkpoint
     from training.export import ExportError, export_artifact, model_name_for
-    from training.qipo import policy_from_checkpoint
 
     try:
         policy, cfg, _ = policy_from_checkpoint(run)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -62,3 +63,18 @@ def state_to(state: dict[str, Any], device: torch.device) -> dict[str, Any]:
     if device.type == "cpu":
         return state
     return {k: v.to(device) if isinstance(v, torch.Tensor) and k != "gen" else v for k, v in state.items()}
+
+
+def cpu_has_fast_bf16() -> bool:
+    """AVX512-BF16 or AMX: the CPUs where bfloat16 matmuls beat float32 (elsewhere they are slower)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def sampling_dtype(precision: str) -> torch.dtype:
+    if precision == "bfloat16" or (precision == "auto" and cpu_has_fast_bf16()):
+        return torch.bfloat16
+    return torch.float32

@@ -33,10 +33,12 @@ from torch import Tensor
 from tqdm import tqdm
 
 from training import distributed, optim
+from training.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
 from training.chunks import chunk_windows, restrict_check, windowed_next_rows
 from training.config import QIPOConfig
 from training.critic import Critic, IQLCritic, SoftmaxQCritic
 from training.data.dataset import TransitionDataset
+from training.device import sampling_dtype
 from training.diagnostics import (
     advantage_vs_returns,
     critic_vs_returns,
@@ -50,10 +52,10 @@ from training.paths import make_path
 from training.policy import BestOfNPolicy, FlowPolicy, Normalizer, integrate, repeat_rows
 from training.support import SupportSets
 from training.temperature import effective_beta, probe_indices, weight_stats
+from training.trust_region import advantage_gate, anchor_weights, ranked_anchor_weights
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT = "checkpoint.pt"
 ADVANTAGE_ROWS = 1024  # held-out steps the within-state diagnostic samples the policy at (~1 s on a CPU)
 ADVANTAGE_KEY = -1  # its `support_noise` key: no renewal draws with it, and it never touches `self.gen`
 ADVANTAGE_KEYS = ("adv_mc_corr", "q_data_rank")
@@ -65,21 +67,6 @@ def resolve_reward_scale(cfg: QIPOConfig, dataset: TransitionDataset) -> float:
     returns = dataset.episode_returns()
     spread = float(returns.max() - returns.min()) if len(returns) > 1 else 0.0
     return 1000.0 / spread if spread > 0 else 1.0
-
-
-def cpu_has_fast_bf16() -> bool:
-    """AVX512-BF16 or AMX: the CPUs where bfloat16 matmuls beat float32 (elsewhere they are slower)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def sampling_dtype(precision: str) -> torch.dtype:
-    if precision == "bfloat16" or (precision == "auto" and cpu_has_fast_bf16()):
-        return torch.bfloat16
-    return torch.float32
 
 
 def make_critic(cfg: QIPOConfig, obs_dim: int, act_dim: int) -> Critic:
@@ -116,42 +103,6 @@ def support_noise(seed: int, renewal: int, rows: Tensor, m: int, act_dim: int) -
         gen.manual_seed((base + row) % (1 << 62))
         out[k] = torch.randn(m, act_dim, generator=gen, device="cpu")
     return out
-
-
-def anchor_weights(weights: Tensor, anchor: float, gate: Tensor | None = None) -> Tensor:
-    """(1 − λ)·g + λ·e_data over each support set (the dataset action is the last column): rows still sum
-    to one, and the dataset action keeps at least λ of its state's weight. `gate` [..., 1] (0 or 1) limits
-    the anchor to the rows it marks."""
-    if anchor == 0:
-        return weights
-    lam = anchor if gate is None else anchor * gate
-    out = weights * (1 - lam)
-    out[..., -1:] += lam
-    return out
-
-
-def ranked_anchor_weights(weights: Tensor, q: Tensor, anchor: float) -> Tensor:
-    """The anchor as far as the critic agrees with it: λ of each row moves onto the dataset action (the
-    last column), but its weight is capped at that of the lowest-Q policy sample the critic rates above it,
-    and the row is renormalised. A dataset action Q ranks first keeps the full anchor (as `anchor_weights`);
-    one it ranks below every sample rises at most to the lowest sample's weight; between, the anchor follows
-    its Q-rank. The weights
-    stay non-decreasing in Q within each row and sum to one, so random dataset actions in mixed data are
-    not held onto, while good ones are."""
-    if anchor == 0:
-        return weights
-    scaled = weights * (1 - anchor)
-    raised = scaled[..., -1:] + anchor
-    above = q[..., :-1] > q[..., -1:]
-    cap = torch.where(above, scaled[..., :-1], torch.full_like(scaled[..., :-1], torch.inf))
-    data = torch.minimum(raised, cap.amin(dim=-1, keepdim=True))
-    out = torch.cat([scaled[..., :-1], data], dim=-1)
-    return out / out.sum(dim=-1, keepdim=True)
-
-
-def advantage_gate(q: Tensor) -> Tensor:
-    """[..., 1]: 1 where the dataset action's Q (last column) is at least the mean Q of the policy samples."""
-    return (q[..., -1:] >= q[..., :-1].mean(dim=-1, keepdim=True)).to(q.dtype)
 
 
 def next_state_rows(observations: np.ndarray, next_observations: np.ndarray) -> tuple[Tensor, Tensor]:
@@ -633,6 +584,7 @@ class QIPOTrainer:
     # ----- checkpoints (tensors and plain data only: loadable with weights_only=True) ---------------
     def state_dict(self) -> dict[str, Any]:
         return {
+            "format": CHECKPOINT_FORMAT,
             "config": self.cfg.model_dump(mode="json"),
             "dataset_sha256": self.dataset.fingerprint(),
             "step": self.step,
@@ -653,22 +605,13 @@ class QIPOTrainer:
         }
 
     def save(self, run_dir: Path) -> Path:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        tmp = run_dir / f".{CHECKPOINT}.tmp"
-        torch.save(self.state_dict(), tmp)
-        tmp.replace(run_dir / CHECKPOINT)
-        (run_dir / "config.json").write_text(self.cfg.model_dump_json(indent=2) + "\n")
-        return run_dir / CHECKPOINT
+        return save_checkpoint(self.state_dict(), self.cfg, run_dir)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._advantage_at = None  # computed for the weights being replaced
         if state["dataset_sha256"] != self.dataset.fingerprint():
             raise ValueError(
                 "checkpoint was trained on a different dataset (sha256 differs); pass the same data"
-            )
-        if "renewal_log" not in state:
-            raise ValueError(
-                "checkpoint comes from an older trainer (no lazy renewal state); start the run again"
             )
         self.net.load_state_dict(state["net"])
         if state["frozen"] is not None:
@@ -694,15 +637,12 @@ class QIPOTrainer:
 
     def _supports_from(self, state: dict[str, Any]) -> SupportSets | None:
         """The checkpoint's drawn sets (rank 0's; any rank may use them: a set depends only on the frozen
-        policy, the critic and its keyed noise), or a dense one from before sparse sets."""
-        if state.get("supports") is not None:
-            m1, a_dim = self.cfg.support_size + 1, self.act_dim
-            sets = SupportSets(self.dataset.size, m1, a_dim)
-            sets.load_state_dict(state["supports"])
-            return sets
-        if state.get("support") is not None:
-            return SupportSets.from_dense(state["support"], state["support_q"], state["filled"])
-        return None
+        policy, the critic and its keyed noise)."""
+        if state["supports"] is None:
+            return None
+        sets = SupportSets(self.dataset.size, self.cfg.support_size + 1, self.act_dim)
+        sets.load_state_dict(state["supports"])
+        return sets
 
     def load_behavior(self, checkpoint: Path) -> None:
         """Start from another run's behaviour policy (e.g. the BC run) and skip the warm-up."""
@@ -725,44 +665,3 @@ class QIPOTrainer:
             )
         self.net.load_state_dict(state["net"])
         self.step = self.k1
-
-
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    path = path / CHECKPOINT if path.is_dir() else path
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found; train first with `qipo train`")
-    state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
-    return state
-
-
-def policy_from_checkpoint(path: Path) -> tuple[FlowPolicy, QIPOConfig, dict[str, Any]]:
-    """Rebuild the exported/evaluated policy from a checkpoint alone (no dataset needed); a chunked run
-    (action_horizon H > 1) gives a policy answering [B, H, A]."""
-    state = load_checkpoint(path)
-    # a checkpoint from before `action_noise` existed acted, and was scored, at full noise
-    cfg = QIPOConfig.model_validate({"action_noise": 1.0} | state["config"])
-    norm_state = state["normalizer"]
-    normalizer = Normalizer(
-        norm_state["obs_mean"].numpy(),
-        norm_state["obs_std"].numpy(),
-        norm_state["act_low"].numpy(),
-        norm_state["act_high"].numpy(),
-    )
-    normalizer.load_state_dict(norm_state)
-    horizon = cfg.action_horizon  # a chunked policy's flow and critic act on H·A dimensions
-    obs_dim, act_dim = normalizer.obs_dim, normalizer.act_dim * horizon
-    n = cfg.network
-    net = VelocityNet(obs_dim, act_dim, n.hidden, n.blocks, n.time_dim)
-    net.load_state_dict(state["net"])
-    path_ = make_path(cfg.variant, cfg.solver)
-    if cfg.action_selection == "best-of-n":
-        q = TwinQ(obs_dim, act_dim, n.critic_hidden, n.critic_layers)
-        q.load_state_dict(state["critic"]["q"])
-        best = BestOfNPolicy(net, normalizer, path_, cfg.steps, q, cfg.best_of_n, horizon=horizon)
-        return best.eval(), cfg, state
-    return FlowPolicy(net, normalizer, path_, cfg.steps, cfg.action_noise, horizon).eval(), cfg, state
-
-
-def seed_everything(seed: int) -> None:
-    torch.manual_seed(seed)
-    np.random.seed(seed)

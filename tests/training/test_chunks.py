@@ -11,13 +11,14 @@ import pytest
 import torch
 
 from tests.conftest import TINY_CONFIG
+from training.checkpoint import policy_from_checkpoint
 from training.chunks import chunk_windows, windowed_next_rows
 from training.config import QIPOConfig
 from training.critic import IQLCritic
 from training.data import load_dataset
 from training.data.dataset import TransitionDataset
 from training.diagnostics import episode_bounds
-from training.qipo import QIPOTrainer, policy_from_checkpoint
+from training.qipo import QIPOTrainer
 
 # A few steps of every phase on `synthetic()` (sampling in float32, so `auto` cannot pick bfloat16).
 FEW_STEPS = {

@@ -84,11 +84,12 @@ def test_qipo_diff_trains_evaluates_and_exports(pendulum_dataset_dir: Path, tmp_
     import onnxruntime as ort
 
     from service.artifact import verify_artifact
+    from training.checkpoint import policy_from_checkpoint
     from training.config import QIPOConfig
     from training.data import load_dataset
     from training.eval import evaluate
     from training.export import export_artifact
-    from training.qipo import QIPOTrainer, policy_from_checkpoint
+    from training.qipo import QIPOTrainer
 
     cfg = QIPOConfig.model_validate(TINY_CONFIG | {"variant": "qipo-diff", "solver_steps": None})
     assert cfg.solver == "dpm-solver-2" and cfg.solver_steps == 8

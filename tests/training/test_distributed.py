@@ -19,10 +19,11 @@ import torch
 from typer.testing import CliRunner
 
 from tests.conftest import TINY_CONFIG
+from training.checkpoint import load_checkpoint
 from training.config import QIPOConfig
 from training.data import load_dataset
 from training.distributed import Cluster, DistributedError, check_batches, env_cluster, loopback_torchrun
-from training.qipo import QIPOTrainer, load_checkpoint
+from training.qipo import QIPOTrainer
 from training.support import SupportSets
 
 ROOT = Path(__file__).resolve().parents[2]

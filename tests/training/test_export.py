@@ -12,8 +12,8 @@ import typer
 from typer.testing import CliRunner
 
 from service.artifact import ArtifactError, verify_artifact
+from training.checkpoint import policy_from_checkpoint
 from training.cli import eval_command
-from training.qipo import policy_from_checkpoint
 
 
 @pytest.mark.parametrize("batch", [1, 7, 256])

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from tests.conftest import TINY_CONFIG
+from training.checkpoint import load_checkpoint
 from training.config import QIPOConfig
 from training.data import load_dataset
-from training.qipo import QIPOTrainer, load_checkpoint
+from training.qipo import QIPOTrainer
 
 CFG = TINY_CONFIG | {
     "behavior_steps": 12,
@@ -105,3 +106,13 @@ def test_behaviour_reuse_needs_the_same_variant_and_network(
         assert torch.equal(p, q)
     with pytest.raises(ValueError, match="variant qipo-ot"):
         trainer_for(pendulum_dataset_dir, variant="qipo-diff").load_behavior(tmp_path)
+
+
+def test_a_checkpoint_of_another_format_is_refused_in_one_line(tmp_path: Path) -> None:
+    import torch
+
+    from training.checkpoint import CHECKPOINT, CheckpointError
+
+    torch.save({"format": 0, "config": {}}, tmp_path / CHECKPOINT)
+    with pytest.raises(CheckpointError, match="checkpoint format 0.*train the run again"):
+        load_checkpoint(tmp_path)

@@ -43,7 +43,7 @@ def test_scale_free_modes_give_the_same_weights_when_rewards_are_scaled(mode: st
 
 
 def test_data_anchor_keeps_rows_normalised_and_floors_the_dataset_action() -> None:
-    from training.qipo import anchor_weights
+    from training.trust_region import anchor_weights
 
     gen = torch.Generator().manual_seed(1)
     w = q_weights(torch.randn(64, 17, generator=gen) * 5, 1.0)
@@ -56,7 +56,7 @@ def test_data_anchor_keeps_rows_normalised_and_floors_the_dataset_action() -> No
 
 
 def test_advantage_gate_anchors_only_dataset_actions_the_critic_rates_at_least_average() -> None:
-    from training.qipo import advantage_gate, anchor_weights
+    from training.trust_region import advantage_gate, anchor_weights
 
     q = torch.tensor([[0.0, 2.0, 1.5], [0.0, 2.0, 0.5], [1.0, 1.0, 1.0]])  # data action last: 1.5, 0.5, 1.0
     gate = advantage_gate(q)
@@ -114,9 +114,10 @@ def test_lazy_renewal_builds_the_same_support_sets_as_eager(
 
 def test_lazy_renewal_resumes_exactly(pendulum_dataset_dir: Path, tmp_path: Path) -> None:
     from tests.conftest import TINY_CONFIG
+    from training.checkpoint import load_checkpoint
     from training.config import QIPOConfig
     from training.data import load_dataset
-    from training.qipo import QIPOTrainer, load_checkpoint
+    from training.qipo import QIPOTrainer
 
     data = load_dataset(pendulum_dataset_dir)
     cfg = QIPOConfig.model_validate(TINY_CONFIG)

@@ -91,8 +91,9 @@ def test_cuda_without_a_gpu_is_refused_and_auto_falls_back() -> None:
 
 def test_cpu_run_through_the_cli_equals_the_trainer(cli_run: Path, pendulum_dataset_dir: Path) -> None:
     """--device cpu changes nothing: the CLI run's weights equal a bare QIPOTrainer run of the same config."""
+    from training.checkpoint import load_checkpoint
     from training.data import load_dataset
-    from training.qipo import QIPOTrainer, load_checkpoint
+    from training.qipo import QIPOTrainer
 
     cfg = QIPOConfig.model_validate(apply_sets({}, TINY_SETS))
     trainer = QIPOTrainer(load_dataset(pendulum_dataset_dir), cfg, progress=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from training.efm import q_weights
-from training.qipo import anchor_weights, ranked_anchor_weights
+from training.trust_region import anchor_weights, ranked_anchor_weights
 
 
 def _rows(n: int = 64, m1: int = 17, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
