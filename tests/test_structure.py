@@ -14,7 +14,6 @@ SHORT_TREES = ("service", "training", "scripts", "clients/python", "loadtests")
 PENDING = {
     "training/policy.py",
     "training/export.py",
-    "training/bench/summary.py",
 }
 PACKAGES = {"service": ROOT / "service", "training": ROOT / "training"}
 PACKAGES["qipo_client"] = ROOT / "clients" / "python" / "qipo_client"

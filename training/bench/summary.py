@@ -282,6 +282,27 @@ def _cell(cell: dict[str, Any] | None, score: str, bold: bool) -> str:
 
 
 def markdown(summary: dict[str, Any], command: str) -> str:
+    lines = _preamble(summary)
+    if summary["quick"]:
+        lines += ["**Smoke-test budgets (`--quick`): these numbers say nothing about the methods.**", ""]
+    for score, label in SCORES.items():
+        lines += _score_table(summary, score, label)
+    lines += bootstrap_table(summary)
+    for comparison in summary.get("comparisons", []):
+        lines += paired_table(comparison["algo"], comparison["base"], comparison["rows"])
+    lines += [
+        f"{summary['runs']} records. Machine: {'; '.join(summary['machines'])}.",
+        "",
+        "Runs (each record keeps its exact command): "
+        + "; ".join(f"`{c}`" for c in summary["commands"])
+        + f". Summary: `{command}`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _preamble(summary: dict[str, Any]) -> list[str]:
+    """What was compared, at which budget, with which settings."""
     algos = summary["algos"]
     budget = "; ".join(
         f"{ALGO_LABELS.get(a, a)} {', '.join(f'{s:,}' for s in summary['budget'][a])}" for a in algos
@@ -289,8 +310,8 @@ def markdown(summary: dict[str, Any], command: str) -> str:
     schedules = ", ".join(
         "K1 {k1:,} + K2 {k2:,} + K3 {k3:,}".format(**json.loads(s)) for s in summary["schedules"]
     )
-    lines = [
-        "# Offline RL: QIPO-OT vs its own BC vs d3rlpy IQL and TD3+BC",
+    return [
+        "# Offline RL: QIPO-OT vs its own BC vs d3rlpy's peers",
         "",
         "Same Minari datasets, same gradient-step budget, same evaluation for every algorithm: "
         f"{' / '.join(str(e) for e in summary['episodes'])} episodes per evaluation with fixed env seeds "
@@ -312,64 +333,57 @@ def markdown(summary: dict[str, Any], command: str) -> str:
             else ""
         )
         + ". IQL: expectile 0.7, weight_temp 3.0, rewards × 1000/return spread, cosine actor schedule; "
-        "TD3+BC: alpha 2.5; both with standardised observations (d3rlpy 2.8.1's locomotion settings). "
+        "TD3+BC: alpha 2.5; ReBRAC: its reproduction settings with the paper's per-dataset BC coefficients "
+        "(a tuned peer, the harder bar); MSE BC: a deterministic policy regressed onto the data; all with "
+        "standardised observations (d3rlpy 2.8.1). "
         "Last-3 scores and learning curves are in the JSON beside this file; the last three evaluations "
         "fall at different steps per algorithm (QIPO's inside K3, the peers' spread over training), so "
         "compare algorithms on final scores and use last-3 only within a run.",
         "",
     ]
-    if summary["quick"]:
-        lines += ["**Smoke-test budgets (`--quick`): these numbers say nothing about the methods.**", ""]
-    for score, label in SCORES.items():
-        lines += [
-            f"## Normalised score, {label}",
-            "",
-            (
-                "D4RL v2 reference returns on gymnasium v5 envs: comparable to D4RL papers in spirit only."
-                if score == "normalized_d4rl_style"
-                else "0 = our random policy, 100 = our dataset generator's expert policy."
-            ),
-            "",
-            "| env / dataset | " + " | ".join(ALGO_LABELS.get(a, a) for a in algos) + " |",
-            "|---|" + "---|" * len(algos),
-        ]
-        for row in summary["rows"]:
-            cells = [_cell(row["cells"].get(a), score, row["best"].get(score) == a) for a in algos]
-            lines.append(f"| {row['env']} / {row['dataset']} | " + " | ".join(cells) + " |")
-        grid = [summary["per_algo"][a][score] for a in algos]
-        top = max((g for g in grid if g is not None), default=None)
+
+
+def _score_table(summary: dict[str, Any], score: str, label: str) -> list[str]:
+    """One normalised score: a row per dataset, the grid mean, its standard error, the common-cells mean."""
+    algos = summary["algos"]
+    lines = [
+        f"## Normalised score, {label}",
+        "",
+        (
+            "D4RL v2 reference returns on gymnasium v5 envs: comparable to D4RL papers in spirit only."
+            if score == "normalized_d4rl_style"
+            else "0 = our random policy, 100 = our dataset generator's expert policy."
+        ),
+        "",
+        "| env / dataset | " + " | ".join(ALGO_LABELS.get(a, a) for a in algos) + " |",
+        "|---|" + "---|" * len(algos),
+    ]
+    for row in summary["rows"]:
+        cells = [_cell(row["cells"].get(a), score, row["best"].get(score) == a) for a in algos]
+        lines.append(f"| {row['env']} / {row['dataset']} | " + " | ".join(cells) + " |")
+    grid = [summary["per_algo"][a][score] for a in algos]
+    top = max((g for g in grid if g is not None), default=None)
+    lines.append(
+        "| **mean over the grid** | "
+        + " | ".join("–" if g is None else (f"**{g:.1f}**" if g == top else f"{g:.1f}") for g in grid)
+        + " |"
+    )
+    errors = [summary["per_algo"][a].get(f"{score}_se") for a in algos]
+    if any(e is not None for e in errors):
         lines.append(
-            "| **mean over the grid** | "
-            + " | ".join("–" if g is None else (f"**{g:.1f}**" if g == top else f"{g:.1f}") for g in grid)
+            "| standard error of that mean, over seeds | "
+            + " | ".join("–" if e is None else f"± {e:.1f}" for e in errors)
             + " |"
         )
-        errors = [summary["per_algo"][a].get(f"{score}_se") for a in algos]
-        if any(e is not None for e in errors):
-            lines.append(
-                "| standard error of that mean, over seeds | "
-                + " | ".join("–" if e is None else f"± {e:.1f}" for e in errors)
-                + " |"
-            )
-        common = [summary["per_algo"][a][f"{score}_common_cells"] for a in algos]
-        if summary["common_cells"] and len(summary["common_cells"]) < len(summary["rows"]):
-            lines.append(
-                f"| mean over the {len(summary['common_cells'])} cells every algorithm has | "
-                + " | ".join("–" if g is None else f"{g:.1f}" for g in common)
-                + " |"
-            )
-        lines.append("")
-    lines += bootstrap_table(summary)
-    for comparison in summary.get("comparisons", []):
-        lines += paired_table(comparison["algo"], comparison["base"], comparison["rows"])
-    lines += [
-        f"{summary['runs']} records. Machine: {'; '.join(summary['machines'])}.",
-        "",
-        "Runs (each record keeps its exact command): "
-        + "; ".join(f"`{c}`" for c in summary["commands"])
-        + f". Summary: `{command}`.",
-        "",
-    ]
-    return "\n".join(lines)
+    common = [summary["per_algo"][a][f"{score}_common_cells"] for a in algos]
+    if summary["common_cells"] and len(summary["common_cells"]) < len(summary["rows"]):
+        lines.append(
+            f"| mean over the {len(summary['common_cells'])} cells every algorithm has | "
+            + " | ".join("–" if g is None else f"{g:.1f}" for g in common)
+            + " |"
+        )
+    lines.append("")
+    return lines
 
 
 def plot(summary: dict[str, Any], path: Path) -> None:
