@@ -114,5 +114,5 @@ def test_a_checkpoint_of_another_format_is_refused_in_one_line(tmp_path: Path) -
     from training.checkpoint import CHECKPOINT, CheckpointError
 
     torch.save({"format": 0, "config": {}}, tmp_path / CHECKPOINT)
-    with pytest.raises(CheckpointError, match="checkpoint format 0.*train the run again"):
+    with pytest.raises(CheckpointError, match=r"checkpoint format 0.*train the run again"):
         load_checkpoint(tmp_path)
