@@ -34,13 +34,13 @@ from starlette.types import Receive, Scope, Send
 
 from service import codec
 from service.batcher import BatchError, MicroBatcher
+from service.chunks import F32_MAX, PrefixError, prefix_inputs
 from service.metrics import Metrics
 from service.models import LoadedModel, ModelManager, ModelNotLoaded
 from service.settings import ServeSettings
 
 log = logging.getLogger(__name__)
 
-F32_MAX = 3.4028234663852886e38
 # (robot_id, model) -> the model that answers; raises ActError (409 / 503) when there is none.
 ModelPicker = Callable[[str | None, str | None], LoadedModel]
 
@@ -118,6 +118,8 @@ class ActInput:
     robot_id: str | None
     model: str | None
     request_id: str | None
+    prefix: Any = None  # `prefix` / `prefixes` as the body held it (checked by `service.chunks`)
+    committed: Any = None
 
 
 def fast_input(obj: Any) -> ActInput | None:
@@ -147,9 +149,31 @@ def fast_input(obj: Any) -> ActInput | None:
         rows = _numeric(state if single else states)
         if rows is None or rows.ndim != (1 if single else 2) or len(rows) == 0:
             return None
-    return ActInput(
+    inp = ActInput(
         rows, single, checked, seed, deadline, obj.get("robot_id"), obj.get("model"), obj.get("request_id")
     )
+    return inp if _fast_prefix(obj, inp) else None
+
+
+def _fast_prefix(obj: dict[str, Any], inp: ActInput) -> bool:
+    """Take `prefix` / `prefixes` and `committed` when plainly typed (numbers, ints); False sends the body
+    to the slow path, which names what is wrong."""
+    prefix, prefixes, committed = obj.get("prefix"), obj.get("prefixes"), obj.get("committed")
+    if prefix is None and prefixes is None and committed is None:
+        return True
+    raw = prefix if inp.single else prefixes
+    if (prefixes if inp.single else prefix) is not None or raw is None:
+        return False
+    if not (type(raw) is list and len(raw) == 0):
+        raw = _numeric(raw)
+        if raw is None:
+            return False
+    if committed is not None and not (
+        type(committed) is int or (type(committed) is list and all(type(c) is int for c in committed))
+    ):
+        return False
+    inp.prefix, inp.committed = raw, committed
+    return True
 
 
 _SMALL_STATE = 64  # up to this many values, Python checks a JSON state faster than NumPy's reductions
@@ -228,33 +252,21 @@ class ActService:
         """One decoded request → the reply dict; raises ActError for every answer without an action."""
         inp = fast_input(obj)
         body = _validated(obj) if inp is None else None
-        if inp is not None:
-            model = self.pick_model(inp.robot_id, inp.model)
-            rid = inp.request_id
-        else:
-            assert body is not None
-            model = self.pick_model(body.robot_id, body.model)
-            rid = body.request_id
-        rid = rid if rid is not None else request_id
+        fields = inp if inp is not None else body
+        assert fields is not None
+        model = self.pick_model(fields.robot_id, fields.model)
+        rid = fields.request_id if fields.request_id is not None else request_id
         policy = model.policy
+        meta = policy.metadata
         try:
-            if inp is None or not states_for(inp, policy.metadata.obs_dim, self.settings.max_batch_rows):
-                # The slow path names the field, row and reason (and takes what the fast one could not).
-                body = body or _validated(obj)
-                rows = checked_rows(body, policy.metadata.obs_dim, self.settings.max_batch_rows)
-                inp = ActInput(
-                    np.array(rows, dtype=np.float32),
-                    body.state is not None,
-                    True,
-                    body.seed,
-                    body.deadline_ms,
-                    body.robot_id,
-                    body.model,
-                    body.request_id,
-                )
+            inp = self._input(obj, inp, body, meta.obs_dim)
+            try:
+                prefix = prefix_inputs(inp.prefix, inp.committed, inp.single, len(inp.rows), meta)
+            except PrefixError as exc:
+                raise unprocessable(exc.field, exc.msg) from None
             deadline = None if inp.deadline_ms is None else started + inp.deadline_ms / 1e3
             try:
-                result = await self.batcher.submit(policy, inp.rows, inp.seed, deadline)
+                result = await self.batcher.submit(policy, inp.rows, inp.seed, deadline, prefix)
             except BatchError as exc:
                 headers = {"Retry-After": exc.retry_after} if exc.retry_after else None
                 raise ActError(exc.status, exc.detail, headers) from None
@@ -278,11 +290,36 @@ class ActService:
             },
             "request_id": rid,
         }
+        one, many = ("action", "actions") if meta.action_horizon == 1 else ("chunk", "chunks")
         if inp.single:
-            reply["action"] = result.actions[0]
+            reply[one] = result.actions[0]
         else:
-            reply["actions"] = result.actions
+            reply[many] = result.actions
+        if meta.action_horizon > 1:  # H = 1 replies stay as they were, byte for byte
+            reply["action_horizon"] = meta.action_horizon
+            reply["control_period_s"] = meta.control_period_s
         return reply
+
+    def _input(self, obj: Any, inp: ActInput | None, body: ActRequest | None, obs_dim: int) -> ActInput:
+        """The request's states as float32 [n, obs_dim]: the fast path's when it holds, else the slow
+        path's, which names the field, row and reason (and takes what the fast one could not)."""
+        if inp is not None and states_for(inp, obs_dim, self.settings.max_batch_rows):
+            return inp
+        body = body or _validated(obj)
+        rows = checked_rows(body, obs_dim, self.settings.max_batch_rows)
+        single = body.state is not None
+        return ActInput(
+            np.array(rows, dtype=np.float32),
+            single,
+            True,
+            body.seed,
+            body.deadline_ms,
+            body.robot_id,
+            body.model,
+            body.request_id,
+            body.prefix if single else body.prefixes,
+            body.committed,
+        )
 
     async def respond(
         self, body: bytes, content_type: bytes | None, accept: bytes | None, request_id: str | None

@@ -49,8 +49,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from starlette import status as http
 
+from service.chunks import PrefixInputs
 from service.metrics import Metrics
-from service.policy import Policy, at_bound, seeded_noise
+from service.policy import Policy, PolicyMetadata, PrefixPolicy, at_bound, seeded_noise
 from service.settings import Executor
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,8 @@ log = logging.getLogger(__name__)
 SOLO_AFTER = 2  # one-request flushes in a row (no second request seen in their pass) before solo flushes
 NOISE_POOL_ROWS = 4096
 _EMPTY = np.empty((0, 0), dtype=np.float32)
-_Outcome = tuple[np.ndarray, np.ndarray, float]  # actions [B, A], saturated rows [B], infer seconds
+# actions [B, A] (chunks [B, H, A]), saturated [B] (per action [B, H]), infer seconds
+_Outcome = tuple[np.ndarray, np.ndarray, float]
 
 
 class BatchError(Exception):
@@ -92,8 +94,8 @@ class BatchConfig:
 
 @dataclass(slots=True)  # not frozen: a frozen dataclass pays object.__setattr__ per field, per request
 class ActResult:
-    actions: np.ndarray  # [n, A] float32, inside the bounds
-    saturated: np.ndarray  # [n] bool: a row at (or clipped to) a bound
+    actions: np.ndarray  # [n, A] float32 (chunks [n, H, A]), inside the bounds
+    saturated: np.ndarray  # [n] bool: a row at (or clipped to) a bound; [n, H] per action of a chunk
     queue_s: float
     infer_s: float
     batch_rows: int
@@ -108,6 +110,7 @@ class _Item:
     enqueued: float
     deadline: float | None  # perf_counter seconds
     rows: int = field(default=0)
+    prefix: PrefixInputs | None = None  # a chunked model's inpainting inputs, when the request sent a prefix
     started: float = field(default=0.0)
 
 
@@ -137,10 +140,17 @@ class MicroBatcher:
 
     # ----- public -------------------------------------------------------------------------------------
     async def submit(
-        self, policy: Policy, states: np.ndarray, seed: int | None, deadline: float | None = None
+        self,
+        policy: Policy,
+        states: np.ndarray,
+        seed: int | None,
+        deadline: float | None = None,
+        prefix: PrefixInputs | None = None,
     ) -> ActResult:
         """Queue `states` (float32 [n, obs_dim], already validated) for `policy`; resolves with bounded
-        actions or raises BatchError. `deadline` is absolute, in `time.perf_counter()` seconds.
+        actions (chunks for H > 1) or raises BatchError. `deadline` is absolute, in `time.perf_counter()`
+        seconds. `prefix`: a chunked model's inpainting inputs for these rows (checked by service.chunks);
+        a batch that mixes requests with and without one gives the others prefix_len 0.
         """
         if self._closing:
             raise Overloaded("server is shutting down; send the request to another replica")
@@ -153,7 +163,9 @@ class MicroBatcher:
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
-        item = _Item(policy, states, seed, loop.create_future(), time.perf_counter(), deadline, n)
+        item = _Item(
+            policy, states, seed, loop.create_future(), time.perf_counter(), deadline, n, prefix=prefix
+        )
         self._pending.append(item)
         self.submitted += 1
         self._pending_rows += n
@@ -354,10 +366,15 @@ class MicroBatcher:
         states = batch[0].states if len(batch) == 1 else np.concatenate([item.states for item in batch])
         meta = policy.metadata
         noise = self._noise(batch, meta.noise_width, len(states))
+        prefix = _prefixes(batch, meta, len(states))
         start = time.perf_counter()
-        actions = policy.infer(states, noise)
-        saturated = at_bound(actions, meta.action_low, meta.action_high)
-        return actions, saturated, time.perf_counter() - start
+        if prefix is None:
+            actions = policy.infer(states, noise)
+        elif isinstance(policy, PrefixPolicy):
+            actions = policy.infer_prefixed(states, noise, prefix.prefix, prefix.committed, prefix.prefix_len)
+        else:
+            raise TypeError(f"{type(policy).__name__} cannot inpaint a chunk (no infer_prefixed)")
+        return actions, _saturated(actions, meta), time.perf_counter() - start
 
     def _finish(
         self, batch: list[_Item], outcome: tuple[np.ndarray, np.ndarray, float] | BaseException
@@ -404,3 +421,33 @@ class MicroBatcher:
             start += n
         if clipped := int(np.count_nonzero(saturated)):
             m.clipped.inc(clipped)
+
+
+def _prefixes(batch: list[_Item], meta: PolicyMetadata, rows: int) -> PrefixInputs | None:
+    """The batch's inpainting inputs, or None when no request of it sent a prefix (then the graph gets
+    prefix_len 0 everywhere); rows of requests without one get prefix_len 0."""
+    if len(batch) == 1 or all(item.prefix is None for item in batch):
+        return batch[0].prefix if len(batch) == 1 else None
+    horizon, act_dim = meta.action_horizon, meta.act_dim
+    out = PrefixInputs(
+        np.zeros((rows, horizon, act_dim), dtype=np.float32),
+        np.zeros(rows, dtype=np.float32),
+        np.zeros(rows, dtype=np.float32),
+    )
+    start = 0
+    for item in batch:
+        if item.prefix is not None:
+            end = start + item.rows
+            out.prefix[start:end] = item.prefix.prefix
+            out.committed[start:end] = item.prefix.committed
+            out.prefix_len[start:end] = item.prefix.prefix_len
+        start += item.rows
+    return out
+
+
+def _saturated(actions: np.ndarray, meta: PolicyMetadata) -> np.ndarray:
+    """bool [B] (rows at a bound), or [B, H] for chunks: bounds apply per action."""
+    if actions.ndim == 2:
+        return at_bound(actions, meta.action_low, meta.action_high)
+    flat = at_bound(actions.reshape(-1, actions.shape[-1]), meta.action_low, meta.action_high)
+    return flat.reshape(actions.shape[:2])

@@ -12,7 +12,7 @@ so every caller gets the same robot-safety guarantee without knowing how the mod
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 from qipo_client.policy import Noise, Policy, PolicyMetadata, Seeds, seeded_noise
@@ -25,6 +25,7 @@ __all__ = [
     "Noise",
     "Policy",
     "PolicyMetadata",
+    "PrefixPolicy",
     "Seeds",
     "ServedPolicy",
     "at_bound",
@@ -39,6 +40,24 @@ class ServedPolicy(Policy, Protocol):
     def manifest(self) -> Manifest: ...
 
     def warmup(self, batches: int) -> None: ...
+
+
+@runtime_checkable
+class PrefixPolicy(Protocol):
+    """A chunked policy that takes the graph's inpainting inputs as they are, one (d, L) per row: what the
+    micro-batcher needs to run requests with and without a prefix in one call."""
+
+    def infer_prefixed(
+        self,
+        states: np.ndarray,
+        noise: np.ndarray,
+        prefix: np.ndarray,
+        committed: np.ndarray,
+        prefix_len: np.ndarray,
+    ) -> np.ndarray:
+        """Chunks [B, H, A] in the bounds; `prefix` [B, H, A] zero-padded, `committed`, `prefix_len` [B]
+        float32 (service.chunks.PrefixInputs)."""
+        ...
 
 
 # Up to this many action values, plain Python floats clamp and flag faster than NumPy: each ufunc call on a

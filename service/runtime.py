@@ -157,6 +157,19 @@ class OnnxPolicy:
         extra = prefix_inputs(prefix, committed, len(states), horizon, self.act_dim)
         return self._clamp(self.run(states, noise, dict(zip(PREFIX_INPUTS, extra, strict=True))))
 
+    def infer_prefixed(
+        self,
+        states: np.ndarray,
+        noise: np.ndarray,
+        prefix: np.ndarray,
+        committed: np.ndarray,
+        prefix_len: np.ndarray,
+    ) -> np.ndarray:
+        """Chunks [B, H, A] from the graph's inpainting inputs as they are, one (d, L) per row (the
+        micro-batcher's call; `service.policy.PrefixPolicy`), inside the bounds."""
+        feed = dict(zip(PREFIX_INPUTS, (prefix, committed, prefix_len), strict=True))
+        return self._clamp(self.run(states, noise, feed))
+
     def _clamp(self, actions: np.ndarray) -> np.ndarray:
         """Bounds per action: a chunk [B, H, A] is clamped as B·H actions."""
         if actions.ndim == 2:

@@ -20,8 +20,11 @@ from tests.service.registry_fixtures import any_registry, artifacts, redis_regis
 MODEL = "pendulum-qipo"
 
 
-def build_artifact(out: Path, hidden: int = 32, blocks: int = 1, steps: int = 5, seed: int = 0) -> Path:
-    """Export an untrained Pendulum-shaped FlowPolicy (obs 3, act 1 in [-2, 2]) as a real artifact."""
+def build_artifact(
+    out: Path, hidden: int = 32, blocks: int = 1, steps: int = 5, seed: int = 0, horizon: int = 1
+) -> Path:
+    """Export an untrained Pendulum-shaped FlowPolicy (obs 3, act 1 in [-2, 2]) as a real artifact; with
+    `horizon` H > 1 a chunked one (Pendulum-v1's period, `replace` inpainting)."""
     import numpy as np
     import torch
 
@@ -32,7 +35,9 @@ def build_artifact(out: Path, hidden: int = 32, blocks: int = 1, steps: int = 5,
 
     torch.manual_seed(seed)
     norm = Normalizer(np.zeros(3), np.ones(3), np.array([-2.0]), np.array([2.0]))
-    policy = FlowPolicy(VelocityNet(3, 1, hidden, blocks, 8), norm, make_path("qipo-ot"), steps)
+    net = VelocityNet(3, horizon, hidden, blocks, 8)
+    policy = FlowPolicy(net, norm, make_path("qipo-ot"), steps, horizon=horizon)
+    chunked: dict[str, Any] = {"env_id": "Pendulum-v1", "inpainting": "replace"} if horizon > 1 else {}
     export_artifact(
         policy,
         out,
@@ -41,6 +46,7 @@ def build_artifact(out: Path, hidden: int = 32, blocks: int = 1, steps: int = 5,
         training_config={},
         dataset={"name": "untrained"},
         scores={},
+        **chunked,
     )
     return out
 

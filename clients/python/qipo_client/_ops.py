@@ -57,15 +57,37 @@ NOTHING = Reply(0)  # what a driver sends back after a Sleep
 
 @dataclass(frozen=True)
 class ActReply:
-    """A 200 from /act: the validated wire reply with its actions as float32 [B, A]."""
+    """A 200 from /act: the validated wire reply with its actions as float32 [B, A], or, from a chunked
+    model (action_horizon H > 1), its chunks as float32 [B, H, A]."""
 
-    actions: np.ndarray  # `action` is row 0 for a single-state call
+    actions: np.ndarray  # `action` (`chunk`) is row 0 for a single-state call
     response: ActResponse
 
     @property
+    def action_horizon(self) -> int:
+        return self.response.action_horizon or 1
+
+    @property
     def action(self) -> np.ndarray:
+        """The action [A] of a single-state call; a chunk reply has none (read `chunk`)."""
+        if self.actions.ndim != 2:
+            raise ValueError(
+                f"this reply is a chunk of {self.action_horizon} actions (a chunked model): read `.chunk`"
+            )
         row: np.ndarray = self.actions[0]
         return row
+
+    @property
+    def chunk(self) -> np.ndarray:
+        """The chunk [H, A] of a single-state call to a chunked model."""
+        if self.actions.ndim != 3:
+            raise ValueError("this reply holds one action per state (action_horizon 1): read `.action`")
+        rows: np.ndarray = self.actions[0]
+        return rows
+
+    @property
+    def control_period_s(self) -> Optional[float]:
+        return self.response.control_period_s
 
     @property
     def model(self) -> str:
@@ -96,6 +118,8 @@ class ActFields(TypedDict, total=False):
     robot_id: Optional[str]
     request_id: Optional[str]
     model: Optional[str]
+    prefix: Any  # chunked models: the previous chunk's remaining actions, [L, A] (`states`: [B, L, A])
+    committed: Any  # d: how many of them run before the new chunk starts (an int, or one per state)
 
 
 @dataclass(frozen=True)
@@ -107,14 +131,24 @@ class ActOptions:
     robot_id: Optional[str] = None
     request_id: Optional[str] = None
     model: Optional[str] = None
+    prefix: Any = None
+    committed: Any = None
 
     def fields(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if v is not None}
+        return {k: v for k, v in self.__dict__.items() if v is not None and k not in ("prefix", "committed")}
 
 
 def act_body(state: Any, states: Any, fmt: str, options: ActOptions) -> bytes:
     """The encoded /act body: float32 rows as ndarrays (msgpack) or lists (JSON)."""
     body = options.fields()
+    if options.prefix is not None:
+        prefix = np.asarray(options.prefix, dtype=np.float32)
+        body["prefix" if state is not None else "prefixes"] = (
+            prefix if fmt == codec.MSGPACK else prefix.tolist()
+        )
+    if options.committed is not None:
+        committed = np.asarray(options.committed)
+        body["committed"] = int(committed) if committed.ndim == 0 else [int(c) for c in committed]
     if state is not None:
         arr = np.asarray(state, dtype=np.float32).reshape(-1)
         body["state"] = arr if fmt == codec.MSGPACK else arr.tolist()
@@ -145,9 +179,11 @@ def decode_act(reply: Reply) -> ActReply:
         response = ActResponse.model_validate(data)
     except ValidationError as exc:
         raise ServerError(status, f"reply does not match the /act contract: {exc}") from exc
-    rows = [response.action] if response.action is not None else response.actions
+    rows: Any = [response.action] if response.action is not None else response.actions
     if rows is None:
-        raise ServerError(status, "reply has neither `action` nor `actions`")
+        rows = [response.chunk] if response.chunk is not None else response.chunks
+    if rows is None:
+        raise ServerError(status, "reply has none of `action`, `actions`, `chunk`, `chunks`")
     return ActReply(actions=np.asarray(rows, dtype=np.float32), response=response)
 
 
@@ -187,6 +223,8 @@ def metadata_from(served: dict[str, Any]) -> PolicyMetadata:
         action_low=tuple(float(x) for x in manifest["action_low"]),
         action_high=tuple(float(x) for x in manifest["action_high"]),
         env_id=manifest.get("env_id") or manifest.get("dataset", {}).get("env_id"),
+        action_horizon=int(manifest.get("action_horizon") or 1),
+        control_period_s=manifest.get("control_period_s"),
         extra={"manifest": manifest},
     )
 

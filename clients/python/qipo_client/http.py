@@ -126,16 +126,37 @@ class AsyncPolicyClient(AsyncActs):
                 return result
 
     async def act_each(
-        self, states: np.ndarray, seeds: Sequence[int], timeout: Optional[float] = None
+        self,
+        states: np.ndarray,
+        seeds: Sequence[int],
+        timeout: Optional[float] = None,
+        prefixes: Any = None,
+        committed: Any = None,
+        robot_id: Optional[str] = None,
+        model: Optional[str] = None,
     ) -> np.ndarray:
         """One concurrent single-state request per row, each with its own seed (as separate robots
-        would send them); the server's micro-batcher joins them. Returns actions [B, A]."""
+        would send them); the server's micro-batcher joins them. Returns actions [B, A] (chunks
+        [B, H, A] from a chunked model). `prefixes` [B, L, A] and `committed` (an int or one per row) go
+        with the rows to a chunked model that inpaints."""
         if len(states) != len(seeds):
             raise ValueError(f"{len(seeds)} seeds for {len(states)} states: pass one seed per row")
+        d = np.broadcast_to(np.asarray(0 if committed is None else committed), (len(states),))
         replies = await asyncio.gather(
-            *(self.act(row, seed=int(s), timeout=timeout) for row, s in zip(states, seeds))
+            *(
+                self.act(
+                    row,
+                    seed=int(s),
+                    timeout=timeout,
+                    robot_id=robot_id,
+                    model=model,
+                    prefix=None if prefixes is None else prefixes[i],
+                    committed=None if prefixes is None or committed is None else int(d[i]),
+                )
+                for i, (row, s) in enumerate(zip(states, seeds))
+            )
         )
-        return np.stack([r.action for r in replies])
+        return np.stack([r.actions[0] for r in replies])
 
     async def models(self) -> dict[str, Any]:
         return await self._drive(_ops.models())
