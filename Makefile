@@ -175,6 +175,17 @@ docker-engine:
 docker-engine-down:
 	bash scripts/docker-engine.sh down
 
+# Action chunks under simulated delay d ∈ {0,1,2,4,8}, closed loop through the real server (loadtests/chunks.py):
+# H = 1 delayed, synchronous chunks, naive switching, ACT's temporal ensembling, inpainting; H ∈ {1,4,8} at
+# d = 0. CHUNK_RUNS: trained run dirs or artifacts, e.g. Hopper/HalfCheetah medium-expert at H = 1, 4, 8,
+# 3 seeds each (`qipo train DATA --set action_horizon=4 --out build/chunk-runs/...`: hours of CPU).
+# `scripts/bench_chunks.py --smoke` checks the pipeline on tiny Pendulum policies in seconds (build/).
+CHUNK_RUNS ?= $(wildcard build/chunk-runs/*)
+.PHONY: bench-chunks
+bench-chunks: $(STAMP)
+	@test -n "$(CHUNK_RUNS)" || { echo "set CHUNK_RUNS to trained run dirs or artifacts (see the Makefile)"; exit 1; }
+	OMP_NUM_THREADS=1 $(BIN)/python scripts/bench_chunks.py $(CHUNK_RUNS) --out docs/bench $(BENCH_CHUNKS_ARGS)
+
 # Serving benchmark: floor vs real server under uvicorn at 1/16/64 clients, the app called in
 # process, ONNX vs torch eager. BENCH_SERVE_ARGS="--profile --baseline DIR" adds the py-spy profile and a
 # server run from another source tree (e.g. `git archive <commit> service | tar -x -C DIR`) in the same run.
