@@ -84,7 +84,7 @@ class QIPOConfig(BaseModel):
         "support when the critic extrapolates on the policy's own samples. Hopper seed 0, BC → λ 0 / 0.5: "
         "medium 829 → 1623 / 929, medium-expert 1727 → 735 / 1951 (docs/bench/rl-probes)",
     )
-    anchor_gate: Literal["always", "advantage", "rank"] = Field(
+    anchor_gate: Literal["always", "advantage", "rank", "trust"] = Field(
         default="always",
         description="always: every state's dataset action keeps λ; advantage: only states whose dataset "
         "action the critic rates at least the mean of the policy's samples (Q(s,a) ≥ mean_j Q(s,a_j)), so "
@@ -92,7 +92,16 @@ class QIPOConfig(BaseModel):
         "seed 0, docs/bench/rl-probes): no gain on medium-replay, and medium-expert collapses to 949 as with "
         "λ = 0, so `always` stays the default; rank: the dataset action's weight is raised by up to λ but "
         "never above a policy sample the critic rates higher (the anchor follows its Q-rank; weights stay "
-        "monotone in Q)",
+        "monotone in Q); trust: λ at each renewal scaled by how well the critic ranks actions within "
+        "held-out states, λ·(1 − clip(adv_mc_corr / trust_corr, 0, 1)), so the anchor holds where the "
+        "critic's ranking is unvalidated and lets go where held-out returns confirm it",
+    )
+    trust_corr: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="trust gate: the held-out within-state correlation (adv_mc_corr) at which the anchor is "
+        "fully released",
     )
     probe_states: int = Field(
         default=2048, ge=1, description="States whose support sets fix each renewal's temperature and stats"

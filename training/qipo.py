@@ -52,7 +52,7 @@ from training.paths import make_path
 from training.policy import BestOfNPolicy, FlowPolicy, Normalizer, integrate, repeat_rows
 from training.support import SupportSets
 from training.temperature import effective_beta, probe_indices, weight_stats
-from training.trust_region import advantage_gate, anchor_weights, ranked_anchor_weights
+from training.trust_region import advantage_gate, anchor_weights, ranked_anchor_weights, trusted_anchor
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +184,7 @@ class QIPOTrainer:
         self.frozen: VelocityNet | None = None  # the policy as of the last renewal
         self.supports: SupportSets | None = None  # sets drawn since the last renewal, the dataset action last
         self.beta_eff = cfg.beta  # inverse temperature on raw Q for the current renewal
+        self.anchor_eff = cfg.data_anchor  # λ of the current renewal (the trust gate moves it)
         self.history: list[dict[str, Any]] = []
         self.renewal_log: list[dict[str, Any]] = []  # per renewal: β, ESS, data weight, seconds
         self._window: list[float] = []  # losses since the last log record
@@ -279,6 +280,9 @@ class QIPOTrainer:
         self.supports.clear()
         if self.cfg.renewal == "eager":
             self._draw_every_set()
+        if self.cfg.anchor_gate == "trust":  # the critic checked against the policy just frozen
+            adv = self.advantage_diagnostics()["adv_mc_corr"]
+            self.anchor_eff = trusted_anchor(self.cfg.data_anchor, adv, self.cfg.trust_corr)
         # Each rank draws its block of the probe; all see every probe Q, so β is the same on every rank.
         probe_q = distributed.split_rows(self.probe, self._support_q_for)
         self.beta_eff = effective_beta(probe_q, self.cfg.temperature, self.cfg.beta, self.cfg.target_ess)
@@ -288,6 +292,7 @@ class QIPOTrainer:
                 "renewal": self.renewals - 1,
                 "step": self.step,
                 "beta_eff": round(self.beta_eff, 6),
+                "data_anchor_eff": round(self.anchor_eff, 6),
                 **stats,
                 "seconds": round(time.perf_counter() - started, 3),
             }
@@ -365,7 +370,7 @@ class QIPOTrainer:
         if self.cfg.anchor_gate == "rank":
             return ranked_anchor_weights(weights, q, self.cfg.data_anchor)
         gate = advantage_gate(q) if self.cfg.anchor_gate == "advantage" else None
-        return anchor_weights(weights, self.cfg.data_anchor, gate)
+        return anchor_weights(weights, self.anchor_eff, gate)
 
     # ----- diagnostics ------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -599,6 +604,7 @@ class QIPOTrainer:
             "behavior_samples": self.behavior_samples,
             "supports": None if self.supports is None else self.supports.state_dict(),
             "beta_eff": self.beta_eff,
+            "anchor_eff": self.anchor_eff,
             "history": json.dumps(self.history),
             "renewal_log": json.dumps(self.renewal_log),
             "loss_window": json.dumps(self._window),
@@ -631,6 +637,7 @@ class QIPOTrainer:
         self.behavior_samples = state["behavior_samples"]
         self.supports = self._supports_from(state)
         self.beta_eff = float(state["beta_eff"])
+        self.anchor_eff = float(state["anchor_eff"])
         self.history = json.loads(state["history"])
         self.renewal_log = json.loads(state["renewal_log"])
         self._window = json.loads(state["loss_window"])

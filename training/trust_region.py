@@ -48,3 +48,12 @@ def ranked_anchor_weights(weights: Tensor, q: Tensor, anchor: float) -> Tensor:
 def advantage_gate(q: Tensor) -> Tensor:
     """[..., 1]: 1 where the dataset action's Q (last column) is at least the mean Q of the policy samples."""
     return (q[..., -1:] >= q[..., :-1].mean(dim=-1, keepdim=True)).to(q.dtype)
+
+
+def trusted_anchor(anchor: float, adv_corr: float | None, full_trust: float) -> float:
+    """The anchor scaled down by the critic's validated within-state ranking: `adv_corr` is the held-out
+    correlation of Q's advantage with the returns' (`training.diagnostics.advantage_vs_returns`). At or
+    below 0 (or unmeasured) the full λ holds; at `full_trust` and above the anchor is released."""
+    if adv_corr is None:
+        return anchor
+    return anchor * (1.0 - min(max(adv_corr / full_trust, 0.0), 1.0))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from training.efm import q_weights
@@ -53,3 +55,28 @@ def test_the_anchor_grows_with_the_dataset_actions_rank() -> None:
 def test_zero_anchor_is_the_plain_softmax() -> None:
     q, w = _rows()
     assert torch.equal(ranked_anchor_weights(w, q, 0.0), w)
+
+
+def test_the_trust_gate_releases_the_anchor_as_the_critic_is_validated() -> None:
+    from training.trust_region import trusted_anchor
+
+    assert trusted_anchor(0.5, None, 0.5) == 0.5  # unmeasured: the full anchor holds
+    assert trusted_anchor(0.5, -0.2, 0.5) == 0.5  # a ranking worse than chance earns no trust
+    assert trusted_anchor(0.5, 0.25, 0.5) == 0.25
+    assert trusted_anchor(0.5, 0.9, 0.5) == 0.0
+
+
+def test_a_trust_gated_run_anchors_each_renewal_by_its_own_check(pendulum_dataset_dir: Path) -> None:
+    from tests.conftest import TINY_CONFIG
+    from training.config import QIPOConfig
+    from training.data import load_dataset
+    from training.qipo import QIPOTrainer
+    from training.trust_region import trusted_anchor
+
+    cfg = QIPOConfig.model_validate(TINY_CONFIG | {"anchor_gate": "trust", "data_anchor": 0.5})
+    trainer = QIPOTrainer(load_dataset(pendulum_dataset_dir), cfg, progress=False)
+    trainer.fit()
+    assert trainer.renewal_log
+    for renewal in trainer.renewal_log:
+        expected = trusted_anchor(0.5, renewal["adv_mc_corr"], cfg.trust_corr)
+        assert renewal["data_anchor_eff"] == round(expected, 6)
