@@ -236,7 +236,8 @@ def test_thread_runner_keeps_playing_the_queue_while_a_request_runs() -> None:
         assert float(ctrl.step(np.array([3]))[0]) == 3  # still in flight: the queue plays on
         gate.set()
         assert float(ctrl.step(np.array([4]))[0]) == 1004  # the queue ran dry: waits for the reply
-        assert ctrl.starved == 2
+        # 2 when step 4 finds the queue empty and waits, 1 when the reply lands just before it looks
+        assert ctrl.starved in (1, 2)
     finally:
         gate.set()
         runner.close()
