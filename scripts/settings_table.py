@@ -1,18 +1,6 @@
-"""Print the settings table of docs/serving.md from `ServeSettings` (one source for names and defaults)."""
+"""Print the settings table of docs/serving.md from `ServeSettings` (service.settings.settings_table)."""
 
-from __future__ import annotations
-
-from service.settings import ServeSettings
-
-
-def table() -> str:
-    rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
-    for name, field in ServeSettings.model_fields.items():
-        default = field.default
-        shown = "unset" if default is None else f"`{default}`"
-        rows.append(f"| `QIPO_{name.upper()}` | {shown} | {field.description or ''} |")
-    return "\n".join(rows)
-
+from service.settings import settings_table
 
 if __name__ == "__main__":
-    print(table())
+    print(settings_table())

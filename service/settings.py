@@ -77,3 +77,13 @@ class ServeSettings(BaseSettings):
         default=False,
         description="FastAPI's OpenTelemetry spans, metrics, logs (off: its per-request probe costs ~10 µs)",
     )
+
+
+def settings_table() -> str:
+    """The settings table of docs/serving.md (one source for names, defaults and meanings)."""
+    rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    for name, field in ServeSettings.model_fields.items():
+        default = field.default
+        shown = "unset" if default is None else f"`{default}`"
+        rows.append(f"| `QIPO_{name.upper()}` | {shown} | {field.description or ''} |")
+    return "\n".join(rows)

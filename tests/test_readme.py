@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from service.settings import ServeSettings
+from service.settings import ServeSettings, settings_table
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -29,3 +29,10 @@ def test_every_setting_is_in_the_serving_settings_table() -> None:
         assert f"`QIPO_{name.upper()}`" in table, (
             f"QIPO_{name.upper()} missing from docs/serving.md: paste the output of scripts/settings_table.py"
         )
+
+
+def test_the_serving_settings_table_is_the_generated_one() -> None:
+    table = SERVING.split("<!-- settings-table -->", 1)[1].split("<!-- /settings-table -->", 1)[0]
+    assert table.strip() == settings_table(), (
+        "paste the output of scripts/settings_table.py into docs/serving.md"
+    )

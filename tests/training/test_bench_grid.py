@@ -3,16 +3,15 @@ run of every algorithm on a tiny Hopper dataset (QIPO always; the d3rlpy peers w
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 import json
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
 import pytest
 
+from training.bench import grid_cli
 from training.bench.grid import (
     GridError,
     GridSettings,
@@ -29,18 +28,9 @@ from training.bench.grid import (
 from training.bench.summary import load_records, markdown, summarise, write_summary
 from training.config import QIPOConfig
 
-ROOT = Path(__file__).resolve().parents[2]
 # What every record must carry.
 FIELDS = {"algo", "env", "dataset", "seed", "steps", "final_return", "last3_return", "normalized_own"}
 FIELDS |= {"normalized_d4rl_style", "wall_s", "config", "curve", "eval_seeds"}
-
-
-def load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_grid", ROOT / "scripts" / "bench_grid.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_eval_steps_are_evenly_spaced_and_end_at_the_end() -> None:
@@ -191,13 +181,23 @@ def test_summary_means_bold_best_and_missing_cells(tmp_path: Path) -> None:
 
 
 def test_summarise_cli_says_what_is_missing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    script = load_script()
-    assert script.main(["summarise", "--runs", str(tmp_path / "nothing"), "--out", str(tmp_path)]) == 2
+    assert grid_cli.main(["summarise", "--runs", str(tmp_path / "nothing"), "--out", str(tmp_path)]) == 2
     assert "is not a folder of run records" in capsys.readouterr().err
     (tmp_path / "runs").mkdir()
     (tmp_path / "runs" / "broken.json").write_text("{")
-    assert script.main(["summarise", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path)]) == 2
+    assert grid_cli.main(["summarise", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path)]) == 2
     assert "broken.json is not valid JSON" in capsys.readouterr().err
+
+
+def test_run_cli_settings_and_a_set_that_is_not_an_object(capsys: pytest.CaptureFixture[str]) -> None:
+    args = grid_cli.build_parser().parse_args(["run", "--quick", "--evals", "3", "--set", '{"beta": 2}'])
+    settings = grid_cli.grid_settings(args, "cmd")
+    assert settings.steps == GridSettings.smoke().steps and settings.evals == 3
+    assert settings.overrides == {"beta": 2} and settings.command == "cmd"
+    args = grid_cli.build_parser().parse_args(["run", "--steps", "900"])
+    assert grid_cli.grid_settings(args, "cmd").steps == 900
+    assert grid_cli.main(["run", "--set", "[1]"]) == 2
+    assert "--set must be a JSON object, got '[1]'" in capsys.readouterr().err
 
 
 # ----- real runs on a tiny Hopper dataset ------------------------------------------------------------
@@ -246,12 +246,11 @@ def test_quick_qipo_run_writes_bc_and_qipo_records_and_resumes(
 ) -> None:
     from training.qipo import QIPOTrainer
 
-    script = load_script()
     argv = ["run", "--quick", "--data", str(tiny_hopper), "--envs", "hopper", "--datasets", "medium"]
     argv += ["--algos", "qipo-ot", "--seeds", "0", "--out", str(tmp_path / "runs")]
     small = {"support_size": 4, "critic_support": 4, "network": {"hidden": 32}, "action_noise": action_noise}
     argv += ["--set", json.dumps(small)]
-    assert script.main(argv) == 0
+    assert grid_cli.main(argv) == 0
     records = {r["algo"]: r for r in load_records(tmp_path / "runs")}
     has_bon = "selection" in inspect.signature(QIPOTrainer.policy).parameters
     scaled = action_noise != 1  # the grid then also evaluates the same policies at full noise
@@ -271,9 +270,9 @@ def test_quick_qipo_run_writes_bc_and_qipo_records_and_resumes(
     assert records["bc"]["curve"][-1]["step"] == k["k1"]
     assert all(p["step"] > k["k1"] + k["k2"] for p in qipo["curve"])  # improvement-phase checkpoints
     capsys.readouterr()
-    assert script.main(argv) == 0  # everything done: nothing trains, nothing is rewritten
+    assert grid_cli.main(argv) == 0  # everything done: nothing trains, nothing is rewritten
     assert "skip qipo-ot hopper/medium seed 0" in capsys.readouterr().out
-    assert script.main(["summarise", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path)]) == 0
+    assert grid_cli.main(["summarise", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path)]) == 0
     md = (tmp_path / "rl.md").read_text()
     assert "| hopper / medium |" in md and "Smoke-test budgets" in md
 
