@@ -637,7 +637,9 @@ class QIPOTrainer:
         self.behavior_samples = state["behavior_samples"]
         self.supports = self._supports_from(state)
         self.beta_eff = float(state["beta_eff"])
-        self.anchor_eff = float(state["anchor_eff"])
+        # the trust gate's λ of the renewal in progress; any other gate uses the configured λ
+        trusted = self.cfg.anchor_gate == "trust"
+        self.anchor_eff = float(state["anchor_eff"]) if trusted else self.cfg.data_anchor
         self.history = json.loads(state["history"])
         self.renewal_log = json.loads(state["renewal_log"])
         self._window = json.loads(state["loss_window"])

@@ -80,3 +80,20 @@ def test_a_trust_gated_run_anchors_each_renewal_by_its_own_check(pendulum_datase
     for renewal in trainer.renewal_log:
         expected = trusted_anchor(0.5, renewal["adv_mc_corr"], cfg.trust_corr)
         assert renewal["data_anchor_eff"] == round(expected, 6)
+
+
+def test_a_probe_resumed_with_another_anchor_uses_it(pendulum_dataset_dir: Path, tmp_path: Path) -> None:
+    """A run resumed under another `data_anchor` (the improvement probes do this) weights with the new λ."""
+    from tests.conftest import TINY_CONFIG
+    from training.checkpoint import load_checkpoint
+    from training.config import QIPOConfig
+    from training.data import load_dataset
+    from training.qipo import QIPOTrainer
+
+    data = load_dataset(pendulum_dataset_dir)
+    base = QIPOTrainer(data, QIPOConfig.model_validate(TINY_CONFIG | {"data_anchor": 0.5}), progress=False)
+    base.fit(until=base.k1 + base.k2)
+    base.save(tmp_path / "base")
+    probe = QIPOTrainer(data, QIPOConfig.model_validate(TINY_CONFIG | {"data_anchor": 0.0}), progress=False)
+    probe.load_state_dict(load_checkpoint(tmp_path / "base"))
+    assert probe.anchor_eff == 0.0
