@@ -650,6 +650,14 @@ def export_command(
         str | None, typer.Option("--env", help="gymnasium env id to record (default: the run's)")
     ] = None,
     scores: Annotated[Path | None, typer.Option(help="`qipo eval --json` output to record")] = None,
+    atol: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            help="Largest |ONNX − torch| action difference accepted (raw action units); long chunked "
+            "VP-diffusion samplers accumulate float32 rounding a little above the default",
+        ),
+    ] = 1e-5,
 ) -> None:
     """Export the K-step sampler to ONNX with a manifest (parity-checked against torch)."""
     from training.checkpoint import policy_from_checkpoint
@@ -681,6 +689,7 @@ def export_command(
             dataset=dataset,
             scores=recorded,
             env_id=env_id,
+            atol=atol,
         )
     except (ExportError, ValueError) as exc:
         raise fail(str(exc)) from exc

@@ -172,6 +172,16 @@ def test_export_is_named_after_the_dataset_and_records_the_env(cli_run: Path, tm
     assert wrong.exit_code == 1 and "expects obs_dim=3" in wrong.stderr
 
 
+def test_export_refuses_a_parity_miss_in_one_line_and_leaves_nothing(cli_run: Path, tmp_path: Path) -> None:
+    """`--atol 0` cannot be met by float32 ONNX Runtime: the export is refused, says how to accept it, and
+    leaves no half-written artifact a registry could pick up."""
+    out = tmp_path / "strict"
+    result = invoke(export_command, str(cli_run), "--out", str(out), "--atol", "0")
+    assert result.exit_code == 1 and "differs from torch" in result.stderr and "--atol" in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert not (out / "policy.onnx").exists() and not (out / "manifest.json").exists()
+
+
 @pytest.mark.parametrize(
     ("name", "slug"),
     [
