@@ -336,7 +336,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp_name:
         tmp = Path(tmp_name)
         artifact = tmp / "artifact"
-        policy = build_artifact(artifact, *ARCHS["default"])
+        policy = build_artifact(artifact, ARCHS["default"])
         result["parity"] = parity(artifact)
         print(json.dumps(result["parity"]), flush=True)
         save()

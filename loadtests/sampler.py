@@ -7,7 +7,7 @@ import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -15,14 +15,26 @@ from loadtests.floor import MODEL
 
 SAMPLER_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256)  # ONNX: the overhead column interpolates between them
 TORCH_BATCHES = (1, 64, 256)
-ARCHS = {  # name -> (hidden, blocks, steps)
-    "default": (128, 2, 10),  # QIPOConfig defaults (NetworkConfig hidden/blocks, 10 Euler steps)
-    "small": (64, 2, 10),  # ~4x cheaper per row than default: shows the serving overhead itself
+
+
+class Arch(NamedTuple):
+    """A benchmark network: width, residual blocks, Euler steps, and actions per reply (H)."""
+
+    hidden: int
+    blocks: int
+    steps: int
+    horizon: int = 1
+
+
+ARCHS = {
+    "default": Arch(128, 2, 10),  # QIPOConfig defaults (NetworkConfig hidden/blocks, 10 Euler steps)
+    "small": Arch(64, 2, 10),  # ~4x cheaper per row than default: shows the serving overhead itself
+    "chunk8": Arch(128, 2, 10, horizon=8),  # default's network over H = 8 actions: one reply, 8 actions
 }
 
 
-def build_artifact(out: Path, hidden: int, blocks: int, steps: int) -> Any:
-    """Export an untrained Pendulum-shaped flow policy (seed 0) to `out`; returns the torch policy."""
+def build_artifact(out: Path, arch: Arch) -> Any:
+    """Export an untrained Pendulum-shaped flow policy (seed 0) of `arch` to `out`; returns it (torch)."""
     import torch
 
     from training.export import export_artifact
@@ -32,7 +44,8 @@ def build_artifact(out: Path, hidden: int, blocks: int, steps: int) -> Any:
 
     torch.manual_seed(0)
     norm = Normalizer(np.zeros(3), np.ones(3), np.array([-2.0]), np.array([2.0]))
-    policy = FlowPolicy(VelocityNet(3, 1, hidden, blocks, 32), norm, make_path("qipo-ot"), steps).eval()
+    net = VelocityNet(3, arch.horizon, arch.hidden, arch.blocks, 32)
+    policy = FlowPolicy(net, norm, make_path("qipo-ot"), arch.steps, horizon=arch.horizon).eval()
     export_artifact(
         policy, out, name=MODEL, variant="qipo-ot", training_config={}, dataset={"name": "bench"}, scores={}
     )
@@ -67,7 +80,7 @@ def bench_sampler(
     for batch in batches:
         rng = np.random.default_rng(batch)
         state = rng.standard_normal((batch, 3), dtype=np.float32)
-        noise = rng.standard_normal((batch, 1), dtype=np.float32)
+        noise = rng.standard_normal((batch, policy.noise_dim), dtype=np.float32)
         ts, tn = torch.from_numpy(state), torch.from_numpy(noise)
         repeats = 300 if batch == 1 else 40
 

@@ -43,6 +43,7 @@ from loadtests.serve_profile import load_profiled, profile_markdown, py_spy, sum
 from loadtests.serve_report import (
     add_inproc_overhead,
     add_overhead,
+    chunk_rows,
     inproc_markdown,
     ratios,
     write_report,
@@ -56,7 +57,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument(
         "--servers",
-        default="default:inline,default:thread,small:inline,small:thread",
+        default="default:inline,default:thread,small:inline,small:thread,chunk8:inline",
         help=f"qipo servers as arch:executor (arch in {','.join(ARCHS)}; executor inline|thread)",
     )
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "bench")
@@ -119,7 +120,7 @@ def publish_archs(
     sampler: dict[str, list[dict[str, Any]]] = {}
     for arch in archs:
         art = tmp / f"artifact-{arch}"
-        policy = build_artifact(art, *ARCHS[arch])
+        policy = build_artifact(art, ARCHS[arch])
         sampler[arch] = bench_sampler(policy, art, batches, torch_too=torch_too)
         reg = open_registry(str(tmp / f"registry-{arch}"), "qipo")
         mv = reg.publish(art)
@@ -193,6 +194,8 @@ def measure_level(
         "executor": executor,
         "clients": clients,
         "rps": res["rps"],
+        "action_horizon": ARCHS[arch].horizon if arch else 1,
+        "actions_per_s": res["rps"] * (ARCHS[arch].horizon if arch else 1),
         "p50_ms": res["p50_ms"],
         "p99_ms": res["p99_ms"],
         "mean_batch": None if name == "floor" else (after[0] - before[0]) / calls if calls else None,
@@ -270,10 +273,11 @@ def main(argv: list[str] | None = None) -> None:
     meta = run_meta(args, loadavg_at_start) | {
         "warmup_s": args.warmup,
         "servers": variants,
-        "archs": {k: dict(zip(("hidden", "blocks", "steps"), ARCHS[k], strict=True)) for k in archs},
+        "archs": {k: ARCHS[k]._asdict() for k in archs},
     }
     result = {"meta": meta, "records": records, "inproc": inproc, "ratios": ratios(records, sampler)}
     result["sampler"] = sampler
+    result["chunks"] = chunk_rows(records)
     write_report(args.out, result)
     print((args.out / "serve.md").read_text())
     write_profiles(args.out, "serve-profile-run", profiles, meta)

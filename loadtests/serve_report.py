@@ -209,12 +209,16 @@ def serve_markdown(result: dict[str, Any]) -> str:
         "",
         "Floor = FastAPI + uvicorn app with the same route, orjson parse and reply shape but no model.",
         "Architectures: "
-        + ", ".join(f"`{k}` = {h} wide × {b} blocks, {s} Euler steps" for k, (h, b, s) in ARCHS.items())
+        + ", ".join(
+            f"`{k}` = {a.hidden} wide × {a.blocks} blocks, {a.steps} Euler steps"
+            + (f", chunks of H = {a.horizon} actions per reply" if a.horizon > 1 else "")
+            for k, a in ARCHS.items()
+        )
         + ".",
         "",
-        "| server | model | executor | clients | req/s | p50 ms | p99 ms | mean batch | server CPU µs/req "
-        "| sampler µs/row | overhead µs/req |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| server | model | executor | clients | req/s | actions/s | p50 ms | p99 ms | mean batch "
+        "| server CPU µs/req | sampler µs/row | overhead µs/req |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in result["records"]:
         mb = "" if r["mean_batch"] is None else f"{r['mean_batch']:.1f}"
@@ -222,13 +226,67 @@ def serve_markdown(result: dict[str, Any]) -> str:
         overhead = "" if r.get("overhead_us_per_req") is None else f"{r['overhead_us_per_req']:.0f}"
         lines.append(
             f"| {r['server']} | {r['model'] or ''} | {r['executor'] or ''} | {r['clients']} | "
-            f"{r['rps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {mb} | "
+            f"{r['rps']:.0f} | {r.get('actions_per_s', r['rps']):.0f} | {r['p50_ms']:.2f} | "
+            f"{r['p99_ms']:.2f} | {mb} | "
             f"{r['server_cpu_us_per_req']:.0f} | {per_row} | {overhead} |"
         )
+    lines += chunk_lines(result["records"])
     lines += inproc_lines(result)
     lines += ratio_lines(result) + sampler_lines(result)
     lines += ["", NOTES, ""]
     return "\n".join(lines)
+
+
+def chunk_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each chunked server's actions delivered per second against one-action `default` on the same
+    executor and client count (same network width and solver: what answering H actions per request buys)."""
+    single = {
+        (r["executor"], r["clients"]): r for r in records if r["server"] == "qipo" and r["model"] == "default"
+    }
+    out = []
+    for r in records:
+        base = single.get((r["executor"], r["clients"]))
+        if r["server"] != "qipo" or r.get("action_horizon", 1) == 1 or base is None:
+            continue
+        out.append(
+            {
+                "model": r["model"],
+                "executor": r["executor"],
+                "clients": r["clients"],
+                "action_horizon": r["action_horizon"],
+                "actions_per_s": r["actions_per_s"],
+                "single_actions_per_s": base["actions_per_s"],
+                "actions_ratio": r["actions_per_s"] / base["actions_per_s"],
+                "p99_ms": r["p99_ms"],
+                "single_p99_ms": base["p99_ms"],
+            }
+        )
+    return out
+
+
+def chunk_lines(records: list[dict[str, Any]]) -> list[str]:
+    rows = chunk_rows(records)
+    if not rows:
+        return []
+    lines = [
+        "",
+        "## Action chunks: actions delivered per second",
+        "",
+        "A chunked model answers H actions per request; a robot executing them open-loop at its control rate "
+        "needs one request per H steps. Against `default` (one action per reply, same network and solver, "
+        "same executor and client count, same run):",
+        "",
+        "| model | executor | clients | H | actions/s | `default` actions/s | ratio | p99 ms "
+        "| `default` p99 ms |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for c in rows:
+        lines.append(
+            f"| {c['model']} | {c['executor']} | {c['clients']} | {c['action_horizon']} | "
+            f"{c['actions_per_s']:.0f} | {c['single_actions_per_s']:.0f} | {c['actions_ratio']:.1f}× | "
+            f"{c['p99_ms']:.2f} | {c['single_p99_ms']:.2f} |"
+        )
+    return lines
 
 
 def ratio_lines(result: dict[str, Any]) -> list[str]:

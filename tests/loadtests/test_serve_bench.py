@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import pytest
 from fastapi.testclient import TestClient
@@ -221,11 +222,37 @@ def test_overhead_ratios_goals_and_report(tmp_path: Path) -> None:
     full = {"meta": meta(), "records": records, "inproc": inproc_result, "ratios": result, "sampler": SAMPLER}
     serve_report.write_report(tmp_path, full)
     md = (tmp_path / "serve.md").read_text()
-    assert "| qipo | small | inline | 64 | 1000 | 1.00 | 2.00 | 64.0 | 70 | 20 | 20 |" in md
+    assert "| qipo | small | inline | 64 | 1000 | 1000 | 1.00 | 2.00 | 64.0 | 70 | 20 | 20 |" in md
     assert "overhead_64_le_15us: NOT met" in md and "| small | 1 | 0.100 | 0.500 | 5.0× |" in md
     assert json.loads((tmp_path / "serve.json").read_text())["ratios"] == json.loads(json.dumps(result))
     inproc_md = serve_report.inproc_markdown({"meta": meta(), "inproc": inproc_result, "sampler": SAMPLER})
     assert "| small:inline | small | 1 | 170 | 90 |  | 30 | 40 |" in inproc_md
+
+
+def test_chunk_rows_count_actions_against_one_action_default_of_the_same_level() -> None:
+    records = [
+        record("floor", 64, 2000.0, 30.0, None),
+        record("qipo", 64, 1000.0, 70.0, 30.0) | {"model": "default", "actions_per_s": 1000.0},
+        record("qipo", 64, 600.0, 90.0, 30.0)
+        | {"model": "chunk8", "action_horizon": 8, "actions_per_s": 4800.0, "p99_ms": 3.0},
+        record("qipo", 16, 700.0, 90.0, 8.0)  # no `default` at 16 clients: no row
+        | {"model": "chunk8", "action_horizon": 8, "actions_per_s": 5600.0},
+    ]
+    (row,) = serve_report.chunk_rows(records)
+    assert row["clients"] == 64 and row["actions_ratio"] == pytest.approx(4.8)
+    assert row["p99_ms"] == 3.0 and row["single_p99_ms"] == 2.0
+    md = "\n".join(serve_report.chunk_lines(records))
+    assert "| chunk8 | inline | 64 | 8 | 4800 | 1000 | 4.8× | 3.00 | 2.00 |" in md
+
+
+def test_a_chunked_bench_artifact_answers_h_actions(tmp_path: Path) -> None:
+    from loadtests.sampler import ARCHS, build_artifact
+    from service.runtime import OnnxPolicy
+
+    build_artifact(tmp_path, ARCHS["chunk8"])
+    policy = OnnxPolicy.load(tmp_path)
+    assert policy.metadata.action_horizon == 8
+    assert policy.infer(np.zeros((2, 3), np.float32)).shape == (2, 8, 1)
 
 
 def test_a_floor_server_child_starts_answers_and_stops(tmp_path: Path) -> None:
