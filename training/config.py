@@ -103,6 +103,15 @@ class QIPOConfig(BaseModel):
         description="trust gate: the held-out within-state correlation (adv_mc_corr) at which the anchor is "
         "fully released",
     )
+    support_ascent: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="Move each policy sample of a support set up the critic before weighting: a + δ·∇ₐQ / "
+        "mean‖∇ₐQ‖ over the batch (unit action box, clipped), δ this value. 0: the paper's support sets "
+        "(the policy can only reweight what it samples); > 0 lets it leave the data's support along ∇Q, as "
+        "TD3+BC does, by about δ per renewal",
+    )
     probe_states: int = Field(
         default=2048, ge=1, description="States whose support sets fix each renewal's temperature and stats"
     )

@@ -322,8 +322,27 @@ class QIPOTrainer:
             sampled = samples[rows]  # same net, same keyed noise: renewal 0's draw
         else:
             sampled = self.sample_unit_actions(self.frozen, self.s, rows, m, current, "support sets")
+        if self.cfg.support_ascent > 0:
+            sampled = self.ascend(self.s[rows], sampled, self.cfg.support_ascent)
         support = torch.cat([sampled, self.a[rows].unsqueeze(1)], dim=1)
         return support, self.score(self.s[rows], support)
+
+    def ascend(self, s: Tensor, actions: Tensor, step: float, chunk: int = 65536) -> Tensor:
+        """actions [k, M, A] (unit box) moved by `step`·∇ₐQ_min / mean‖∇ₐQ_min‖, clipped to the box.
+
+        The gradient's scale is normalised over the whole draw, so `step` is in action units whatever
+        the units of Q, and a sample where Q is flat moves less than one on a slope."""
+        k, m, a_dim = actions.shape
+        flat = actions.reshape(k * m, a_dim)
+        grads = torch.empty_like(flat)
+        states = repeat_rows(s, m)
+        with torch.inference_mode(False), torch.enable_grad():
+            for lo in range(0, k * m, chunk):
+                a = flat[lo : lo + chunk].clone().requires_grad_(True)
+                q = self.critic.q.q_min(states[lo : lo + chunk].clone(), a)
+                (grads[lo : lo + chunk],) = torch.autograd.grad(q.sum(), a)
+        scale = grads.norm(dim=-1).mean().clamp_min(1e-12)
+        return (flat + step * grads / scale).clamp(-1, 1).reshape(k, m, a_dim)
 
     def _draw_every_set(self, chunk: int = 1 << 18) -> None:
         """Eager renewal, `chunk` states at a time (so the scratch memory does not grow with the dataset).

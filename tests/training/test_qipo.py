@@ -226,3 +226,44 @@ def test_action_noise_scales_the_source_noise_in_the_exported_graph(
 
     trainer.save(tmp_path / "run")
     assert policy_from_checkpoint(tmp_path / "run")[0].noise_scale == 0.0
+
+
+class BowlTwin(nn.Module):
+    """Q(s, a) = −Σ (a − 0.5)²: its gradient points at 0.5 and vanishes there."""
+
+    def forward(self, s: Tensor, a: Tensor) -> tuple[Tensor, Tensor]:
+        q = -(a - 0.5).pow(2).sum(-1)
+        return q, q
+
+    def q_min(self, s: Tensor, a: Tensor) -> Tensor:
+        return self.forward(s, a)[0]
+
+
+def test_support_ascent_climbs_the_critic_by_the_step_in_action_units(pendulum_dataset_dir: Path) -> None:
+    trainer = make_trainer(pendulum_dataset_dir)
+    trainer.critic.q = LinearTwin(scale=37.0)  # type: ignore[assignment]
+    s = trainer.s[:4]
+    actions = torch.tensor([-0.5, 0.0, 0.5, 0.98]).reshape(4, 1, 1).expand(4, 3, 1).contiguous()
+    moved = trainer.ascend(s, actions, 0.1)
+    # constant gradient: every sample moves by exactly δ whatever Q's scale, and stays in the box
+    assert torch.allclose(moved, (actions + 0.1).clamp(-1, 1))
+    trainer.critic.q = BowlTwin()  # type: ignore[assignment]
+    moved = trainer.ascend(s, actions, 0.1)
+    q = trainer.critic.q.q_min
+    before, after = q(s, actions.reshape(12, 1)), q(s, moved.reshape(12, 1))
+    assert bool((after >= before).all())
+    at_top = moved.reshape(4, 3)[2]  # the samples at the critic's maximum have no gradient: they stay
+    assert torch.allclose(at_top, torch.full((3,), 0.5))
+
+
+def test_support_ascent_moves_only_the_policy_samples_not_the_dataset_action(
+    pendulum_dataset_dir: Path,
+) -> None:
+    trainer = make_trainer(pendulum_dataset_dir, support_ascent=0.2)
+    trainer.fit(trainer.k1 + trainer.k2 + 1)
+    trainer.critic.q = LinearTwin(scale=1.0)  # type: ignore[assignment]
+    rows = torch.arange(8)
+    plain = trainer.sample_unit_actions(trainer.frozen, trainer.s, rows, trainer.cfg.support_size, 0)
+    support, _ = trainer._draw_support(rows)
+    assert torch.equal(support[:, -1], trainer.a[rows])
+    assert torch.allclose(support[:, :-1], (plain + 0.2).clamp(-1, 1), atol=1e-6)
