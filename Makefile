@@ -85,24 +85,22 @@ bench-rl: $(STAMP)
 	$(BIN)/python scripts/bench_rl.py --out docs/bench
 
 # MuJoCo tier: ~200k-transition Minari datasets under data/ from SAC behaviour policies (Hopper-v5,
-# HalfCheetah-v5: random, medium, medium-replay, medium-expert).
+# HalfCheetah-v5, Walker2d-v5: random, medium, medium-replay, medium-expert).
 .PHONY: mujoco-data mujoco-policies
 # Rollouts of the committed SAC behaviour policies (training/data/policies/*.npz): about a minute per env.
 mujoco-data: $(STAMP)
-	for env in hopper halfcheetah; do $(QIPO) data make $$env --out data || exit 1; done
+	for env in hopper halfcheetah walker2d; do $(QIPO) data make $$env --out data || exit 1; done
 
 # The rest of the grid's suite (training/data/suite.py): Reacher-v5 (scripted arm, 50-step episodes, mixed
-# = 20% expert / 30% noisy / 50% random) and Pendulum, each in seconds. Walker2d joins once its behaviour
-# actor is committed (`$(QIPO) data make walker2d --out data --threads 1 --train-sac`, ≈ 1 h of one core).
+# = 20% expert / 30% noisy / 50% random) and Pendulum, each in seconds.
 .PHONY: suite-data
 suite-data: mujoco-data
 	for env in reacher pendulum; do $(QIPO) data make $$env --out data || exit 1; done
-	if [ -f training/data/policies/walker2d.npz ]; then $(QIPO) data make walker2d --out data; fi
 
-# Train the behaviour policies anew (≈ 1 h per env on one core) and record how they were made.
+# Train the behaviour policies anew (25–70 min per env on one core) and record how they were made.
 mujoco-policies: $(STAMP)
 	mkdir -p docs/data
-	for env in hopper halfcheetah; do \
+	for env in hopper halfcheetah walker2d; do \
 	  $(QIPO) data make $$env --out data --threads 1 --train-sac && cp data/$$env/generation.json docs/data/$$env-generation.json \
 	  || exit 1; done
 
@@ -219,7 +217,7 @@ bench-toy-large: $(STAMP)
 GRID_ALGOS ?= qipo-ot iql td3bc
 GRID_SEEDS ?= 0 1 2
 # Each env runs its suite datasets (training/data/suite.py; data: `make suite-data`).
-GRID_ENVS ?= hopper halfcheetah reacher pendulum
+GRID_ENVS ?= hopper halfcheetah walker2d reacher pendulum
 .PHONY: bench-grid
 bench-grid: $(STAMP) $(D3RLPY_STAMP)
 	for env in $(GRID_ENVS); do \

@@ -31,8 +31,7 @@ from training.data.minari_io import Episode, rollout, write_minari
 from training.data.sac import NumpyActor, SACConfig, save_actor, train_sac
 from training.data.suite import FAMILIES, MUJOCO_KINDS
 
-# name → env id of every SAC-behaviour env (training.data.suite). Walker2d has no committed actor yet: its
-# first `qipo data make walker2d --train-sac` writes policies/walker2d.npz.
+# name → env id of every SAC-behaviour env (training.data.suite); `--train-sac` rewrites policies/<env>.npz.
 ENVS = {name: f.env_id for name, f in FAMILIES.items() if f.generator == "mujoco"}
 KINDS = MUJOCO_KINDS
 POLICIES = Path(__file__).with_name("policies")

@@ -6,8 +6,8 @@ summary (its row order). It imports no generator, so asking costs nothing.
 
 The suite covers data a user brings, not only one generator family: locomotion with SAC behaviour actors
 (Hopper, HalfCheetah, Walker2d), a reaching arm with short episodes and a large random share (Reacher),
-and the scripted Pendulum. Walker2d needs its behaviour actor (`training/data/policies/walker2d.npz`,
-made once by `qipo data make walker2d --train-sac`, ≈ 1 h of one core) before its datasets exist.
+and the scripted Pendulum. Each SAC env's behaviour actor is committed (`training/data/policies/`), so every
+dataset rebuilds in minutes.
 """
 
 from __future__ import annotations
