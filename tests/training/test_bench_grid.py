@@ -156,7 +156,7 @@ def test_summary_means_bold_best_and_missing_cells(tmp_path: Path) -> None:
         ("medium", [0], [20.0]),
         ("medium-expert", [0], [-5.0]),
     ]
-    assert "| hopper / medium-expert | 900 vs 950 | -5.0 | 0/1 | 0/1 |" in md
+    assert "| hopper / medium-expert | 900 vs 950 | -5.0 | -5.0 | 0/1 | 0/1 |" in md
     assert [(c["algo"], c["base"]) for c in s["comparisons"]] == [("qipo-ot", "bc")]  # only pairs present
     noisy = [*records, synthetic_record("qipo-ot-noise1", "hopper", "medium", 1, 64.0, 50.0)]
     s_noisy = summarise(noisy)
@@ -166,7 +166,7 @@ def test_summary_means_bold_best_and_missing_cells(tmp_path: Path) -> None:
     ]
     md_noisy = markdown(s_noisy, "cmd")
     assert "## QIPO-OT against QIPO-OT, full noise, seed by seed" in md_noisy
-    assert "| hopper / medium | 700 vs 640 | +6.0 | 1/1 | 1/1 |" in md_noisy
+    assert "| hopper / medium | 700 vs 640 | +6.0 | +4.0 | 1/1 | 1/1 |" in md_noisy
     assert "source noise scaled by 1 (`action_noise`)" in md_noisy  # records without the field acted at 1
     assert "26,000" in md and "K1 10,000 + K2 10,000 + K3 6,000" in md and "test box" in md
 
@@ -320,6 +320,7 @@ def test_bootstrap_gap_resamples_seeds_within_cells() -> None:
     clear = runs("iql", [60.0, 60.0]) + runs("qipo-ot", [50.0, 50.0])
     assert bootstrap_gap(clear, "iql") == {
         "base": "qipo-ot",
+        "score": "normalized_d4rl_style",
         "cells": 1,
         "resamples": 4000,
         "gap": 10.0,
@@ -331,13 +332,35 @@ def test_bootstrap_gap_resamples_seeds_within_cells() -> None:
     b = bootstrap_gap(noisy, "iql")
     assert b is not None and 0.3 < b["p_above"] < 0.9 and b["gap_90"][0] < 0 < b["gap_90"][1]
     assert bootstrap_gap(noisy, "iql") == b  # seeded: the table does not move between summaries
-    # only datasets both have count; one seed in a shared cell says nothing about seed noise
+    # only datasets both have count, and only with two seeds each: one seed says nothing about seed noise
     assert bootstrap_gap(clear + runs("iql", [1.0, 2.0], "medium-expert"), "iql")["cells"] == 1  # type: ignore[index]
-    assert (
-        bootstrap_gap(
-            clear + runs("iql", [1.0], "medium-replay") + runs("qipo-ot", [2.0], "medium-replay"), "iql"
-        )
-        is None
-    )
+    one_seed = clear + runs("iql", [1.0], "medium-replay") + runs("qipo-ot", [2.0], "medium-replay")
+    assert bootstrap_gap(one_seed, "iql")["gap"] == 10.0  # type: ignore[index]
+    assert bootstrap_gap(runs("iql", [1.0]) + runs("qipo-ot", [2.0]), "iql") is None
     table = "\n".join(bootstrap_table(summarise(clear)))
-    assert "| IQL (d3rlpy) | 1 | +10.0 | 100% | +10.0 to +10.0 |" in table
+    assert "| IQL (d3rlpy) | D4RL-style | 1 | +10.0 | 100% | +10.0 to +10.0 |" in table
+
+
+def test_a_task_without_d4rl_references_is_compared_on_the_own_score() -> None:
+    """Reacher and Pendulum have no D4RL returns: the suite-wide bootstrap and the paired gains use the
+    own score there instead of dropping (or crashing on) them."""
+    from training.bench.summary import bootstrap_table, paired_table
+
+    def reacher(algo: str, seed: int, own: float) -> dict[str, Any]:
+        return synthetic_record(algo, "reacher", "mixed", seed, 0.0, own) | {
+            "normalized_d4rl_style": None,
+            "final_return": -5.0 - own / 100,
+            "last3_return": -5.0 - own / 100,
+        }
+
+    records = [reacher("qipo-ot", s, 95.0 + s) for s in (0, 1)] + [reacher("td3bc", s, 99.0) for s in (0, 1)]
+    records += [reacher("bc", s, 90.0) for s in (0, 1)]
+    s = summarise(records)
+    assert s["bootstrap"]["normalized_d4rl_style"] == {}
+    own = s["bootstrap"]["normalized_own"]["td3bc"]
+    assert own["cells"] == 1 and own["gap"] == pytest.approx(3.5) and own["p_above"] == 1.0
+    assert "| TD3+BC (d3rlpy) | own | 1 | +3.5 | 100% |" in "\n".join(bootstrap_table(s))
+    (row,) = s["comparisons"][0]["rows"]
+    assert row["gain_d4rl_style"] is None and row["gain_own"] == [5.0, 6.0]
+    md = "\n".join(paired_table("qipo-ot", "bc", [row]))
+    assert "| reacher / mixed | -5.95 vs -5.90 · -5.96 vs -5.90 | – | +5.5 | 0/2 | 0/2 |" in md

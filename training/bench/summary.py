@@ -134,13 +134,23 @@ def summarise(records: list[Record]) -> dict[str, Any]:
         "action_noise": sorted(
             {r.get("action_noise", 1.0) for r in records if r["algo"] in ("bc", "qipo-ot")}
         ),
-        "bootstrap": {a: gap for a in algos if a != QIPO and (gap := bootstrap_gap(records, a))},
+        "bootstrap": {
+            score: {a: gap for a in algos if a != QIPO and (gap := bootstrap_gap(records, a, score=score))}
+            for score in SCORES
+        },
         "comparisons": [
             {"algo": algo, "base": base, "rows": rows}
             for algo, base, _ in PAIRS
             if (rows := paired_gains(records, algo, base))
         ],
     }
+
+
+def _gains(pairs: list[tuple[Record, Record]], score: str) -> list[float] | None:
+    """Per-seed `score` differences, or None where either run lacks that score (no reference returns)."""
+    if any(a.get(score) is None or b.get(score) is None for a, b in pairs):
+        return None
+    return [a[score] - b[score] for a, b in pairs]
 
 
 def paired_gains(records: list[Record], algo: str = "qipo-ot", base: str = "bc") -> list[dict[str, Any]]:
@@ -154,13 +164,13 @@ def paired_gains(records: list[Record], algo: str = "qipo-ot", base: str = "bc")
         if not seeds:
             continue
         pairs = [(by_key[env, dataset, algo, s], by_key[env, dataset, base, s]) for s in seeds]
-        gain = [a["normalized_d4rl_style"] - b["normalized_d4rl_style"] for a, b in pairs]
         out.append(
             {
                 "env": env,
                 "dataset": dataset,
                 "seeds": seeds,
-                "gain_d4rl_style": gain,
+                "gain_d4rl_style": _gains(pairs, "normalized_d4rl_style"),
+                "gain_own": _gains(pairs, "normalized_own"),
                 "final_returns": [[a["final_return"], b["final_return"]] for a, b in pairs],
                 "above_final": sum(a["final_return"] > b["final_return"] for a, b in pairs),
                 "above_last3": sum(a["last3_return"] > b["last3_return"] for a, b in pairs),
@@ -170,18 +180,23 @@ def paired_gains(records: list[Record], algo: str = "qipo-ot", base: str = "bc")
 
 
 def bootstrap_gap(
-    records: list[Record], algo: str, base: str = QIPO, resamples: int = 4000, seed: int = 0
+    records: list[Record],
+    algo: str,
+    base: str = QIPO,
+    resamples: int = 4000,
+    seed: int = 0,
+    score: str = "normalized_d4rl_style",
 ) -> dict[str, Any] | None:
     """How sure is "`algo`'s grid mean is above `base`'s"? Resample each cell's seeds with replacement
-    (cells independent), on the D4RL-style final scores, over the datasets both have. None unless both
-    have two or more seeds in every such dataset (one seed says nothing about seed noise)."""
+    (cells independent), on the final `score`, over the datasets where both have that score from two or
+    more seeds (one seed says nothing about seed noise). None where no dataset qualifies."""
     cells: dict[tuple[str, str], dict[str, list[float]]] = {}
     for r in records:
-        if r["algo"] in (algo, base) and r.get("normalized_d4rl_style") is not None:
+        if r["algo"] in (algo, base) and r.get(score) is not None:
             cell = cells.setdefault((r["env"], r["dataset"]), {algo: [], base: []})
-            cell[r["algo"]].append(r["normalized_d4rl_style"])
-    shared = [c for c in cells.values() if c[algo] and c[base]]
-    if not shared or any(len(c[algo]) < 2 or len(c[base]) < 2 for c in shared):
+            cell[r["algo"]].append(r[score])
+    shared = [c for c in cells.values() if len(c[algo]) >= 2 and len(c[base]) >= 2]
+    if not shared:
         return None
     rng = np.random.default_rng(seed)
     gaps = np.zeros(resamples)
@@ -192,6 +207,7 @@ def bootstrap_gap(
     gaps /= len(shared)
     return {
         "base": base,
+        "score": score,
         "cells": len(shared),
         "resamples": resamples,
         "gap": float(np.mean([np.mean(c[algo]) - np.mean(c[base]) for c in shared])),
@@ -201,27 +217,36 @@ def bootstrap_gap(
 
 
 def bootstrap_table(summary: dict[str, Any]) -> list[str]:
-    boot = summary.get("bootstrap") or {}
-    if not boot:
+    """Both scores: D4RL-style covers the locomotion datasets, own covers the whole suite."""
+    by_score = {k: v for k, v in (summary.get("bootstrap") or {}).items() if v}
+    if not by_score:
         return []
     base = ALGO_LABELS[QIPO]
+    resamples = next(iter(next(iter(by_score.values())).values()))["resamples"]
     lines = [
         f"## Grid mean against {base}'s, bootstrap over seeds",
         "",
-        f"Each cell's seeds resampled with replacement ({next(iter(boot.values()))['resamples']:,} times), "
-        "D4RL-style final scores, over the datasets both have: how often the grid mean is above "
-        f"{base}'s, and the 90% interval of the gap.",
+        f"Each cell's seeds resampled with replacement ({resamples:,} times), final scores, over the "
+        f"datasets where both have two or more seeds: how often the grid mean is above {base}'s, and the "
+        "90% interval of the gap. D4RL-style covers the datasets with D4RL reference returns "
+        "(locomotion); own covers every dataset of the suite.",
         "",
-        f"| algorithm | datasets | gap to {base} | P(above {base}) | 90% interval of the gap |",
-        "|---|---:|---:|---:|---|",
+        f"| algorithm | score | datasets | gap to {base} | P(above {base}) | 90% interval of the gap |",
+        "|---|---|---:|---:|---:|---|",
     ]
-    for algo, b in boot.items():
-        lo, hi = b["gap_90"]
-        lines.append(
-            f"| {ALGO_LABELS.get(algo, algo)} | {b['cells']} | {b['gap']:+.1f} | {100 * b['p_above']:.0f}% "
-            f"| {lo:+.1f} to {hi:+.1f} |"
-        )
+    for score, boot in by_score.items():
+        for algo, b in boot.items():
+            lo, hi = b["gap_90"]
+            lines.append(
+                f"| {ALGO_LABELS.get(algo, algo)} | {SCORES[score]} | {b['cells']} | {b['gap']:+.1f} | "
+                f"{100 * b['p_above']:.0f}% | {lo:+.1f} to {hi:+.1f} |"
+            )
     return [*lines, ""]
+
+
+def _ret(x: float) -> str:
+    """A return with the digits that matter: whole numbers for locomotion, two decimals for short tasks."""
+    return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.2f}"
 
 
 def paired_table(algo: str, base: str, rows: list[dict[str, Any]]) -> list[str]:
@@ -233,15 +258,19 @@ def paired_table(algo: str, base: str, rows: list[dict[str, Any]]) -> list[str]:
         "",
         note,
         "",
-        f"| env / dataset | final return, {a} vs {b}, per seed | gain, D4RL-style (mean) "
+        f"| env / dataset | final return, {a} vs {b}, per seed | gain, D4RL-style (mean) | gain, own (mean) "
         f"| seeds above: final | seeds above: last-3 |",
-        "|---|---|---:|---:|---:|",
+        "|---|---|---:|---:|---:|---:|",
     ]
     for p in rows:
-        returns = " · ".join(f"{x:,.0f} vs {y:,.0f}" for x, y in p["final_returns"])
+        returns = " · ".join(f"{_ret(x)} vs {_ret(y)}" for x, y in p["final_returns"])
+        gains = [
+            "–" if p.get(key) is None else f"{np.mean(p[key]):+.1f}"
+            for key in ("gain_d4rl_style", "gain_own")
+        ]
         n = len(p["seeds"])
         lines.append(
-            f"| {p['env']} / {p['dataset']} | {returns} | {np.mean(p['gain_d4rl_style']):+.1f} "
+            f"| {p['env']} / {p['dataset']} | {returns} | {gains[0]} | {gains[1]} "
             f"| {p['above_final']}/{n} | {p['above_last3']}/{n} |"
         )
     return [*lines, ""]
