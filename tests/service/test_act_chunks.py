@@ -175,3 +175,40 @@ def test_client_metadata_and_remote_policy_under_the_controller(chunk_server: Ru
         for sw in inpainted:
             assert np.abs(sw.chunk[:1] - sw.prefix[:1]).max() <= COMMITTED_ATOL
             np.testing.assert_array_equal(executed[sw.request_step], sw.prefix[0])
+
+
+def test_canary_and_pinning_route_whole_chunks_per_robot(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Production H = 4 and a canary with H = 2: each robot stays on the version its id hashes to and gets
+    that version's chunk length on every call (so a robot never switches horizon mid-episode); pinning a
+    version serves its chunks to any robot; a prefix longer than the pinned model's H is a 422 naming it."""
+    from service import canary
+    from service.app import create_app
+    from service.registry import open_registry
+
+    root = tmp_path_factory.mktemp("canary-chunks")
+    reg = open_registry(str(root), "qipo")
+    prod = reg.publish(build_artifact(tmp_path_factory.mktemp("h4"), horizon=4, seed=1))
+    reg.promote(prod.name, "production", prod.version)
+    trial = reg.publish(build_artifact(tmp_path_factory.mktemp("h2"), horizon=2, seed=2))
+    canary.start(reg, trial.name, trial.version, 0.5)
+    horizon = {prod.version: 4, trial.version: 2}
+    app = create_app(serve_settings(root, tmp_path_factory.mktemp("canary-cache")))
+    with running_server(app) as running:
+        seen: dict[int, list[str]] = {prod.version: [], trial.version: []}
+        for robot in [f"arm-{i:02d}" for i in range(16)]:
+            on_trial = canary.routes_to_canary(robot, 0.5, trial.name, trial.version)
+            expected = trial.version if on_trial else prod.version
+            for step in range(3):
+                body = post(running.url, {"state": STATE, "robot_id": robot, "seed": step}).json()
+                assert body["version"] == expected and body["action_horizon"] == horizon[expected]
+                assert np.asarray(body["chunk"]).shape == (horizon[expected], A)
+            seen[expected].append(robot)
+        assert seen[prod.version] and seen[trial.version]  # both arms of the canary were exercised
+        robot = seen[trial.version][0]
+        pinned = post(running.url, {"state": STATE, "robot_id": robot, "model": str(prod.version)}).json()
+        assert pinned["version"] == prod.version and np.asarray(pinned["chunk"]).shape == (4, A)
+        prefix = {"prefix": [[0.1], [0.2], [0.3]], "committed": 1}
+        kept = post(running.url, {"state": STATE, "model": str(prod.version), **prefix}).json()
+        assert abs(kept["chunk"][0][0] - 0.1) <= COMMITTED_ATOL
+        refused = post(running.url, {"state": STATE, "model": "canary", **prefix})
+        assert refused.status_code == 422 and "action_horizon is 2" in refused.text, refused.text
