@@ -175,10 +175,24 @@ docker-engine-down:
 
 # Action chunks under simulated delay d ∈ {0,1,2,4,8}, closed loop through the real server (loadtests/chunks.py):
 # H = 1 delayed, synchronous chunks, naive switching, ACT's temporal ensembling, inpainting; H ∈ {1,4,8} at
-# d = 0. CHUNK_RUNS: trained run dirs or artifacts, e.g. Hopper/HalfCheetah medium-expert at H = 1, 4, 8,
-# 3 seeds each (`qipo train DATA --set action_horizon=4 --out build/chunk-runs/...`: hours of CPU).
+# d = 0. CHUNK_RUNS: trained run dirs or artifacts (default: what `make chunk-runs` trained).
 # `scripts/bench_chunks.py --smoke` checks the pipeline on tiny Pendulum policies in seconds (build/).
-CHUNK_RUNS ?= $(wildcard build/chunk-runs/*)
+CHUNK_RUNS ?= $(patsubst %/summary.json,%,$(wildcard build/chunk-runs/*/summary.json))
+
+# The runs bench-chunks needs: QIPO-OT at the library defaults and each horizon on the medium-expert files
+# (`make mujoco-data`), ≈ 20 min of one core each (18 runs: 6 h). Resumable: a run with summary.json is done,
+# one with a checkpoint continues; CHUNK_ENVS / CHUNK_HORIZONS / CHUNK_SEEDS pick a subset.
+CHUNK_ENVS ?= hopper halfcheetah
+CHUNK_HORIZONS ?= 1 4 8
+CHUNK_SEEDS ?= 0 1 2
+.PHONY: chunk-runs
+chunk-runs: $(STAMP)
+	for env in $(CHUNK_ENVS); do for h in $(CHUNK_HORIZONS); do for s in $(CHUNK_SEEDS); do \
+	  out=build/chunk-runs/$$env-medium-expert-h$$h-s$$s; test -f $$out/summary.json && continue; \
+	  resume=$$(test -f $$out/checkpoint.pt && echo --resume); \
+	  OMP_NUM_THREADS=1 $(QIPO) train data/$$env/medium-expert-v0 --out $$out --set action_horizon=$$h \
+	    --seed $$s --threads 1 --eval-episodes 0 --quiet $$resume || exit 1; \
+	done; done; done
 .PHONY: bench-chunks
 bench-chunks: $(STAMP)
 	@test -n "$(CHUNK_RUNS)" || { echo "set CHUNK_RUNS to trained run dirs or artifacts (see the Makefile)"; exit 1; }
