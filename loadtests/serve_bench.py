@@ -188,14 +188,15 @@ def measure_level(
     after = scrape_batches(port) if name != "floor" else (0.0, 0.0)
     calls = after[1] - before[1]
     kind, arch, executor, _ = specs.get(name, ("floor", None, None, ROOT))
+    horizon = ARCHS[arch].horizon if arch else 1  # the floor answers one action
     return {
         "server": kind,
         "model": arch,
         "executor": executor,
         "clients": clients,
         "rps": res["rps"],
-        "action_horizon": ARCHS[arch].horizon if arch else 1,
-        "actions_per_s": res["rps"] * (ARCHS[arch].horizon if arch else 1),
+        "action_horizon": horizon,
+        "actions_per_s": res["rps"] * horizon,
         "p50_ms": res["p50_ms"],
         "p99_ms": res["p99_ms"],
         "mean_batch": None if name == "floor" else (after[0] - before[0]) / calls if calls else None,
